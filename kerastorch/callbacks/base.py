@@ -1,0 +1,113 @@
+"""The callback base class and the list that dispatches hooks to callbacks."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+__all__ = ["Callback", "CallbackList"]
+
+HOOKS = (
+    "on_fit_begin",
+    "on_fit_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_val_batch_begin",
+    "on_val_batch_end",
+)
+BATCH_HOOKS = tuple(h for h in HOOKS if "batch" in h)
+
+
+class Callback:
+    """Base class for objects that react to the training loop.
+
+    Override only the hooks you need. Batch hooks are dispatched only to callbacks
+    whose class overrides them, so an unused hook costs nothing per step.
+    A callback instance may be passed to several ``fit`` calls; hooks that keep
+    state should reset it in ``on_fit_begin``.
+
+    Attributes:
+        model: the ``KerasModel`` running the loop, set before ``on_fit_begin``.
+
+    Example:
+        >>> class PrintEpochs(Callback):
+        ...     def on_epoch_end(self, epoch, logs=None):
+        ...         print(epoch, sorted(logs))
+        >>> PrintEpochs().on_epoch_end(1, {"train_loss": 0.5, "epoch": 1})
+        1 ['epoch', 'train_loss']
+    """
+
+    model: Any = None
+
+    def set_model(self, model: Any) -> None:
+        self.model = model
+
+    def on_fit_begin(self, logs: Optional[dict] = None) -> None:
+        """Called once before the first epoch."""
+
+    def on_fit_end(self, logs: Optional[dict] = None) -> None:
+        """Called once after the last epoch, also after an error or interrupt."""
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        """Called at the start of each epoch (1-based)."""
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        """Called with the epoch's complete row of floats."""
+
+    def on_train_batch_begin(self, step: int, logs: Optional[dict] = None) -> None:
+        """Called before each training step (0-based within the epoch)."""
+
+    def on_train_batch_end(self, step: int, logs: Optional[dict] = None) -> None:
+        """Called after each training step; ``logs`` values may be device tensors."""
+
+    def on_val_batch_begin(self, step: int, logs: Optional[dict] = None) -> None:
+        """Called before each validation step."""
+
+    def on_val_batch_end(self, step: int, logs: Optional[dict] = None) -> None:
+        """Called after each validation step; ``logs`` values may be device tensors."""
+
+
+def _overrides(callback: Callback, hook: str) -> bool:
+    return getattr(type(callback), hook, None) is not getattr(Callback, hook)
+
+
+class CallbackList:
+    """Dispatches each hook to the callbacks that override it, in order.
+
+    An exception raised by a callback propagates unchanged, with a note naming
+    the callback and the hook.
+    """
+
+    def __init__(self, callbacks: Iterable[Callback] = (), model: Any = None):
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(
+                    "callbacks must be kerastorch.callbacks.Callback instances; "
+                    f"received {type(cb).__name__}: {cb!r}"
+                )
+            if model is not None:
+                cb.set_model(model)
+        self._by_hook = {h: [cb for cb in self.callbacks if _overrides(cb, h)] for h in HOOKS}
+
+    def wants(self, hook: str) -> bool:
+        """Whether any callback overrides ``hook`` (lets the loop skip batch hooks)."""
+        return bool(self._by_hook[hook])
+
+    def call(self, hook: str, *args: Any) -> None:
+        for cb in self._by_hook[hook]:
+            try:
+                getattr(cb, hook)(*args)
+            except BaseException as exc:
+                _add_note(exc, f"raised in callback {type(cb).__name__}.{hook}")
+                raise
+
+    def __iter__(self):
+        return iter(self.callbacks)
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):
+        if note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)

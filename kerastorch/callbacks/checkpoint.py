@@ -1,0 +1,65 @@
+"""Save the net's weights when a monitored value improves, atomically."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..files import atomic_save, cpu_state_dict
+from .monitor import MonitorCallback
+
+__all__ = ["ModelCheckpoint"]
+
+
+class ModelCheckpoint(MonitorCallback):
+    """Write the net's ``state_dict`` to ``filepath`` when ``monitor`` improves.
+
+    Files are written by the main process only, through a temporary file and a
+    rename, so an interrupted write never corrupts the previous best file. A NaN
+    score never counts as an improvement.
+
+    Args:
+        filepath: where to save; may contain ``{epoch}`` and any log key as format
+            fields, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.pt"``. None keeps the best
+            weights in memory only. Defaults to ``"checkpoint"``.
+        monitor: column to watch. Defaults to ``"val_loss"``.
+        mode: ``"min"`` or ``"max"``. Defaults to ``"min"``.
+        save_best_only: save only on improvement; otherwise every epoch. Defaults to True.
+        restore_best_weights: load the best weights back into the net when ``fit``
+            ends (from a CPU copy held in memory, so every process restores the same
+            weights without reading the file). Defaults to False.
+
+    Example:
+        >>> cb = ModelCheckpoint(None, monitor="val_acc", mode="max")
+        >>> cb.on_fit_begin(); cb.is_improvement(0.9)
+        True
+    """
+
+    def __init__(self, filepath: Optional[str] = "checkpoint", monitor: str = "val_loss",
+                 mode: str = "min", *, save_best_only: bool = True,
+                 restore_best_weights: bool = False, min_delta: float = 0.0):
+        super().__init__(monitor, mode, min_delta=min_delta)
+        self.filepath = filepath
+        self.save_best_only = save_best_only
+        self.restore_best_weights = restore_best_weights
+
+    def reset(self) -> None:
+        super().reset()
+        self.best_weights = None
+        self.last_saved = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        improved = self.update_best(epoch, logs)
+        if not improved and self.save_best_only:
+            return
+        net = self.model.unwrapped_net
+        if improved and self.restore_best_weights:
+            self.best_weights = cpu_state_dict(net)
+        if self.filepath is not None and self.model.is_main_process:
+            path = self.filepath.format(**{**logs, "epoch": epoch})
+            atomic_save(self.best_weights if improved and self.best_weights is not None
+                        else cpu_state_dict(net), path)
+            self.last_saved = path
+
+    def on_fit_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.unwrapped_net.load_state_dict(self.best_weights)

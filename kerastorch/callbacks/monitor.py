@@ -1,0 +1,79 @@
+"""Shared monitor/mode logic for callbacks that track one logged value."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from .base import Callback
+
+__all__ = ["MonitorCallback"]
+
+MODES = ("min", "max")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of 'min', 'max'; received {mode!r}")
+    return mode
+
+
+class MonitorCallback(Callback):
+    """Base for callbacks that watch ``monitor`` and remember its best value.
+
+    A score counts as an improvement when it is finite and beats the best so far
+    by more than ``min_delta`` in the direction given by ``mode``. NaN or inf is
+    never an improvement, so a diverged epoch cannot become "best".
+
+    Args:
+        monitor: the history column to watch. Defaults to ``"val_loss"``.
+        mode: ``"min"`` or ``"max"``. Defaults to ``"min"``.
+        min_delta: smallest change that counts as an improvement. Defaults to 0.
+        baseline: a value the score must beat before anything counts as an
+            improvement. Defaults to None.
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "min", *,
+                 min_delta: float = 0.0, baseline: Optional[float] = None):
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a str column name; received {type(monitor).__name__}")
+        self.monitor = monitor
+        self.mode = check_mode(mode)
+        if min_delta < 0:
+            raise ValueError(f"min_delta must be >= 0; received {min_delta}")
+        self.min_delta = float(min_delta)
+        self.baseline = baseline
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the best score (called at the start of every fit for reuse)."""
+        self.best: Optional[float] = self.baseline
+        self.best_epoch: Optional[int] = None
+
+    def on_fit_begin(self, logs=None):
+        self.reset()
+
+    def get_score(self, logs: dict) -> float:
+        if self.monitor not in logs:
+            raise ValueError(
+                f"{type(self).__name__} monitors {self.monitor!r}, which is not in the logs; "
+                f"available: {sorted(logs)}"
+            )
+        return float(logs[self.monitor])
+
+    def is_improvement(self, score: float) -> bool:
+        if not math.isfinite(score):
+            return False
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return score < self.best - self.min_delta
+        return score > self.best + self.min_delta
+
+    def update_best(self, epoch: int, logs: dict) -> bool:
+        """Record ``logs[monitor]`` as the best if it improves; return whether it did."""
+        score = self.get_score(logs)
+        if self.is_improvement(score):
+            self.best, self.best_epoch = score, epoch
+            return True
+        return False

@@ -1,0 +1,462 @@
+"""KerasModel: argument checks, the Accelerator lifecycle, fit/evaluate/predict, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import warnings
+from typing import Any, Iterable, Optional
+
+import pandas as pd
+import torch
+import torchmetrics
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+
+from .callbacks.base import Callback, CallbackList
+from .callbacks.checkpoint import ModelCheckpoint
+from .callbacks.early_stopping import EarlyStopping
+from .callbacks.monitor import check_mode
+from .callbacks.progress import ProgressBar
+from .data import as_dataloader, as_tensor, loader_length
+from .files import atomic_save, check_writable, load_state_dict_file
+from .history import History
+from .runners import EpochRunner, StepRunner, disable_metric_sync
+
+__all__ = ["KerasModel"]
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+# bumped whenever any KerasModel creates an Accelerator: Accelerate's state is
+# process-wide, so a model whose Accelerator is older must build a new one
+_accelerator_generation = 0
+SCHEDULER_INTERVALS = ("epoch", "step")
+
+
+class KerasModel:
+    """A Keras-style trainer around a PyTorch ``net``.
+
+    Args:
+        net: the ``torch.nn.Module`` to train.
+        loss_fn: ``loss_fn(preds, labels)`` returning a scalar tensor.
+        metrics_dict: name -> torchmetrics ``Metric`` (or a plain callable
+            ``fn(preds, labels)`` returning a per-batch scalar, averaged over
+            samples). Each ``fit`` works on fresh copies. Defaults to None.
+        optimizer: None means ``Adam(net.parameters(), lr=1e-3)``. Defaults to None.
+        lr_scheduler: a ``torch.optim.lr_scheduler`` object; stepped once per epoch
+            (``ReduceLROnPlateau`` receives the monitored value), or once per
+            optimizer step with ``lr_scheduler_interval="step"``. Defaults to None.
+        step_runner: a :class:`StepRunner` subclass to use instead of the class
+            attribute ``step_runner_class``. Defaults to None.
+        epoch_runner: an :class:`EpochRunner` subclass, likewise. Defaults to None.
+        lr_scheduler_interval: ``"epoch"`` or ``"step"``. Defaults to ``"epoch"``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> torch.manual_seed(0) and None
+        >>> X, y = torch.randn(64, 3), torch.randint(0, 2, (64,))
+        >>> model = KerasModel(nn.Linear(3, 2), nn.CrossEntropyLoss())
+        >>> history = model.fit((X, y), epochs=2, ckpt_path=None, quiet=True)
+        >>> list(history.columns)
+        ['epoch', 'train_loss', 'lr']
+    """
+
+    step_runner_class = StepRunner
+    epoch_runner_class = EpochRunner
+
+    def __init__(self, net: torch.nn.Module, loss_fn, metrics_dict: Optional[dict] = None,
+                 optimizer: Optional[torch.optim.Optimizer] = None, lr_scheduler=None, *,
+                 step_runner: Optional[type] = None, epoch_runner: Optional[type] = None,
+                 lr_scheduler_interval: str = "epoch"):
+        if not isinstance(net, torch.nn.Module):
+            raise TypeError(f"net must be a torch.nn.Module; received {type(net).__name__}")
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable as loss_fn(preds, labels); "
+                            f"received {type(loss_fn).__name__}")
+        self.net = net
+        self.loss_fn = loss_fn
+        self.metrics_dict = _check_metrics(metrics_dict)
+        if optimizer is None:
+            optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        elif not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer; received "
+                            f"{type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        if lr_scheduler_interval not in SCHEDULER_INTERVALS:
+            raise ValueError(f"lr_scheduler_interval must be 'epoch' or 'step'; "
+                             f"received {lr_scheduler_interval!r}")
+        self.lr_scheduler_interval = lr_scheduler_interval
+        if step_runner is not None:
+            self.step_runner_class = _check_subclass(step_runner, StepRunner, "step_runner")
+        if epoch_runner is not None:
+            self.epoch_runner_class = _check_subclass(epoch_runner, EpochRunner, "epoch_runner")
+        self.accelerator: Optional[Accelerator] = None
+        self._accelerator_config: Optional[tuple] = None
+        self._generation = -1
+        self.history: Optional[pd.DataFrame] = None
+        self.stop_training = False
+        self.epochs: Optional[int] = None
+        self.train_steps: Optional[int] = None
+
+    # -- properties used by callbacks ---------------------------------------------
+
+    @property
+    def unwrapped_net(self) -> torch.nn.Module:
+        """The user's net (never the DDP or autocast wrapper)."""
+        return self.net
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator is None or self.accelerator.is_main_process
+
+    # -- fit -------------------------------------------------------------------
+
+    def fit(self, train_data, val_data=None, epochs: int = 10, *,
+            ckpt_path: Optional[str] = "checkpoint", patience: Optional[int] = 5,
+            monitor: str = "val_loss", mode: str = "min",
+            callbacks: Optional[Iterable[Callback]] = None, plot: bool = False,
+            quiet: bool = False, mixed_precision: str = "no", cpu: bool = False,
+            gradient_accumulation_steps: int = 1, max_grad_norm: Optional[float] = None,
+            batch_size: int = 32, shuffle: bool = True, **unknown) -> pd.DataFrame:
+        """Train for up to ``epochs`` epochs and return the history DataFrame.
+
+        Each epoch trains on ``train_data``, then evaluates ``val_data`` (if given),
+        and appends one row: ``epoch``, ``train_loss``, ``train_<metric>``, ``lr``
+        (the learning rate the epoch used), ``val_loss``, ``val_<metric>``.
+        ``patience`` epochs without improvement of ``monitor`` stop training; the
+        best weights by ``monitor`` are written to ``ckpt_path`` whenever they
+        improve and are loaded back into the net when ``fit`` ends. With no
+        ``val_data`` the default monitor ``"val_loss"`` becomes ``"train_loss"``.
+
+        Args:
+            train_data: a DataLoader, a Dataset, or an ``(X, y)`` pair of tensors/arrays.
+            val_data: the same kinds, or None. Defaults to None.
+            epochs: maximum number of epochs (>= 1). Defaults to 10.
+            ckpt_path: file for the best weights; None writes nothing. Defaults to "checkpoint".
+            patience: epochs without improvement before stopping; None never stops
+                early. Defaults to 5.
+            monitor: the history column that decides "best". Defaults to "val_loss".
+            mode: "min" or "max". Defaults to "min".
+            callbacks: extra ``Callback`` objects. Defaults to None.
+            plot: draw the history live (see ``kerastorch.callbacks``). Defaults to False.
+            quiet: write nothing to the terminal. Defaults to False.
+            mixed_precision: "no", "fp16" (CUDA only; ignored on the CPU) or "bf16".
+                Defaults to "no".
+            cpu: force the CPU even when a GPU is present. Defaults to False.
+            gradient_accumulation_steps: batches per optimizer step. Defaults to 1.
+            max_grad_norm: clip the gradient norm to this; None never clips. Defaults to None.
+            batch_size: batch size when the data is not already a DataLoader. Defaults to 32.
+            shuffle: shuffle ``train_data`` when it is not already a DataLoader. Defaults to True.
+
+        Returns:
+            The history ``pandas.DataFrame``, one row per epoch; also ``self.history``.
+
+        Raises:
+            TypeError, ValueError: bad arguments, detected before the first batch.
+        """
+        _reject_unknown(unknown, "fit", _FIT_KEYWORDS)
+        _check_fit_args(epochs, mixed_precision, gradient_accumulation_steps, max_grad_norm,
+                        patience)
+        train_dl = as_dataloader(train_data, batch_size=batch_size, shuffle=shuffle,
+                                 name="train_data")
+        val_dl = None if val_data is None else as_dataloader(
+            val_data, batch_size=batch_size, shuffle=False, name="val_data")
+        _check_not_empty(train_dl, "train_data")
+        _check_not_empty(val_dl, "val_data")
+        monitor = self._resolve_monitor(monitor, mode, has_val=val_dl is not None)
+        if ckpt_path is not None:
+            check_writable(ckpt_path)
+
+        acc = self._accelerator_for(mixed_precision, cpu, gradient_accumulation_steps)
+        net, optimizer, train_dl, val_dl = self._prepare(acc, train_dl, val_dl)
+        history = History()
+        cbs = CallbackList(self._fit_callbacks(history, ckpt_path, monitor, mode, patience,
+                                               quiet, plot, callbacks), model=self)
+        train_epoch = self._make_epoch_runner(net, "train", optimizer, cbs, max_grad_norm)
+        val_epoch = self._make_epoch_runner(net, "val", None, cbs) if val_dl is not None else None
+        self.epochs, self.train_steps = epochs, loader_length(train_dl)
+        self.stop_training = False
+        try:
+            cbs.call("on_fit_begin", {})
+            for epoch in range(1, epochs + 1):
+                self._run_epoch(epoch, cbs, train_epoch, train_dl, val_epoch, val_dl, monitor)
+                if self.stop_training:
+                    break
+        finally:
+            try:
+                cbs.call("on_fit_end", {})
+            finally:
+                self.history = history.to_frame()
+                acc.unwrap_model(net, keep_fp32_wrapper=False)
+        return self.history
+
+    def _run_epoch(self, epoch, cbs, train_epoch, train_dl, val_epoch, val_dl, monitor):
+        cbs.call("on_epoch_begin", epoch, {})
+        lr = self.optimizer.param_groups[0]["lr"]
+        row = {"epoch": epoch, **train_epoch(train_dl), "lr": lr}
+        if val_epoch is not None:
+            row.update(val_epoch(val_dl))
+        if monitor not in row:
+            raise ValueError(_monitor_message(monitor, sorted(row), has_val=val_dl is not None))
+        self._step_epoch_scheduler(row[monitor])
+        cbs.call("on_epoch_end", epoch, row)
+
+    def _step_epoch_scheduler(self, monitored: float) -> None:
+        if self.lr_scheduler is None or self.lr_scheduler_interval != "epoch":
+            return
+        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.lr_scheduler.step(monitored)
+        else:
+            self.lr_scheduler.step()
+
+    # -- evaluate / predict --------------------------------------------------------
+
+    def evaluate(self, val_data, quiet: bool = False, *, batch_size: int = 32) -> dict:
+        """Evaluate on ``val_data`` and return ``{"val_loss": ..., "val_<metric>": ...}`` floats.
+
+        Uses the precision and device of the last ``fit`` (or full precision).
+        """
+        val_dl = as_dataloader(val_data, batch_size=batch_size, shuffle=False, name="val_data")
+        _check_not_empty(val_dl, "val_data")
+        acc = self._accelerator_for(*(self._accelerator_config or ("no", False, 1)))
+        net, val_dl = acc.prepare(self.net, val_dl)
+        try:
+            cbs = CallbackList([] if quiet else [ProgressBar()], model=self)
+            logs = self._make_epoch_runner(net, "val", None, cbs)(val_dl)
+        finally:
+            acc.unwrap_model(net, keep_fp32_wrapper=False)
+        return logs
+
+    @torch.no_grad()
+    def predict(self, data, *, batch_size: int = 32) -> torch.Tensor:
+        """The net's outputs for ``data``, concatenated on the CPU in dataset order.
+
+        ``data`` is a DataLoader (batches ``(x, ..., y)`` have their last item
+        dropped as labels; a batch of one tensor is the input), a Dataset, a tensor
+        or array of inputs, or an ``(X, y)`` pair. Under several processes the
+        padding duplicates of the last batch are dropped.
+        """
+        if isinstance(data, (torch.Tensor,)) or (hasattr(data, "__array__")
+                                                  and not isinstance(data, (tuple, list))):
+            data = torch.utils.data.TensorDataset(as_tensor(data, "data"))
+        loader = as_dataloader(data, batch_size=batch_size, shuffle=False, name="data")
+        acc = self._accelerator_for(*(self._accelerator_config or ("no", False, 1)))
+        net, loader = acc.prepare(self.net, loader)
+        step = self.step_runner_class(net, self.loss_fn, acc, stage="val")
+        outputs = []
+        try:
+            net.eval()
+            for batch in loader:
+                if isinstance(batch, (tuple, list)) and len(batch) == 1:
+                    inputs = tuple(batch)
+                elif isinstance(batch, torch.Tensor):
+                    inputs = (batch,)
+                else:
+                    inputs, _ = step.unpack_batch(batch)
+                with acc.autocast():
+                    preds = step.forward(inputs)
+                outputs.append(acc.gather_for_metrics(preds).cpu())
+        finally:
+            acc.unwrap_model(net, keep_fp32_wrapper=False)
+        return torch.cat(outputs)
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def save_ckpt(self, path: str) -> None:
+        """Write the net's weights to ``path`` atomically (main process only)."""
+        if self.is_main_process:
+            atomic_save(self.unwrapped_net.state_dict(), path)
+
+    def load_ckpt(self, path: str) -> None:
+        """Load weights written by :meth:`save_ckpt` (weights-only; pickled code is refused).
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ValueError: the file is corrupt or not a weights-only state dict.
+        """
+        self.unwrapped_net.load_state_dict(load_state_dict_file(path))
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _accelerator_for(self, mixed_precision: str, cpu: bool, grad_accum: int) -> Accelerator:
+        """One Accelerator per configuration; a new configuration resets Accelerate's state.
+
+        Accelerate keeps its state in process-wide singletons that refuse a second
+        ``mixed_precision``; resetting them (not the process group) lets one process
+        run several fits with different precisions.
+        """
+        global _accelerator_generation
+        config = (mixed_precision, cpu, grad_accum)
+        if (self.accelerator is not None and self._accelerator_config == config
+                and self._generation == _accelerator_generation):
+            return self.accelerator
+        if AcceleratorState._shared_state:
+            AcceleratorState._reset_state(reset_partial_state=False)
+            GradientState._reset_state()
+        self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu,
+                                       gradient_accumulation_steps=grad_accum)
+        _accelerator_generation += 1
+        self._generation = _accelerator_generation
+        self._accelerator_config = config
+        return self.accelerator
+
+    def _prepare(self, acc: Accelerator, train_dl, val_dl):
+        if val_dl is None:
+            net, optimizer, train_dl = acc.prepare(self.net, self.optimizer, train_dl)
+        else:
+            net, optimizer, train_dl, val_dl = acc.prepare(self.net, self.optimizer, train_dl,
+                                                           val_dl)
+        if isinstance(self.loss_fn, torch.nn.Module):
+            self.loss_fn.to(acc.device)  # moved, never wrapped in DDP
+        return net, optimizer, train_dl, val_dl
+
+    def _make_epoch_runner(self, net, stage, optimizer, cbs, max_grad_norm=None):
+        metrics = {name: _fresh_metric(m, self.accelerator.device, stage)
+                   for name, m in self.metrics_dict.items()}
+        step = self.step_runner_class(
+            net, self.loss_fn, self.accelerator, stage=stage, metrics_dict=metrics,
+            optimizer=optimizer, lr_scheduler=self.lr_scheduler if stage == "train" else None,
+            max_grad_norm=max_grad_norm, lr_scheduler_interval=self.lr_scheduler_interval)
+        return self.epoch_runner_class(step, cbs)
+
+    def _fit_callbacks(self, history, ckpt_path, monitor, mode, patience, quiet, plot, extra):
+        cbs: list = [history]
+        if patience is not None:
+            cbs.append(EarlyStopping(monitor, patience=patience, mode=mode))
+        cbs.append(ModelCheckpoint(ckpt_path, monitor, mode, restore_best_weights=True))
+        if not quiet:
+            cbs.append(ProgressBar())
+        if plot:
+            from .callbacks.live_plot import LivePlot
+            cbs.append(LivePlot())
+        if extra is not None:
+            if isinstance(extra, Callback) or not isinstance(extra, Iterable):
+                raise TypeError(f"callbacks must be a list of Callback objects; received "
+                                f"{type(extra).__name__}")
+            cbs.extend(extra)
+        return cbs
+
+    def expected_columns(self, has_val: bool) -> list:
+        """The history columns a default step produces, known before training."""
+        cols = ["epoch", "train_loss", *(f"train_{n}" for n in self.metrics_dict), "lr"]
+        if has_val:
+            cols += ["val_loss", *(f"val_{n}" for n in self.metrics_dict)]
+        return cols
+
+    def _resolve_monitor(self, monitor: str, mode: str, has_val: bool) -> str:
+        check_mode(mode)
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a str column name; received {type(monitor).__name__}")
+        if monitor == "val_loss" and not has_val:
+            monitor = "train_loss"
+        columns = self.expected_columns(has_val)
+        # a custom step may log other keys; those are checked after the first epoch
+        custom_step = self.step_runner_class.__call__ is not StepRunner.__call__ or \
+            self.step_runner_class.train_step is not StepRunner.train_step
+        if monitor not in columns and not custom_step:
+            raise ValueError(_monitor_message(monitor, columns, has_val))
+        metric = self.metrics_dict.get(monitor.split("_", 1)[-1])
+        better = getattr(metric, "higher_is_better", None)
+        if better is not None and monitor != "train_loss" and (better != (mode == "max")):
+            warnings.warn(
+                f"monitor {monitor!r} uses mode={mode!r}, but the metric's higher_is_better is "
+                f"{better}: pass mode={'max' if better else 'min'!r} unless this is intended",
+                UserWarning, stacklevel=4)
+        return monitor
+
+
+_FIT_KEYWORDS = (
+    "train_data", "val_data", "epochs", "ckpt_path", "patience", "monitor", "mode",
+    "callbacks", "plot", "quiet", "mixed_precision", "cpu", "gradient_accumulation_steps",
+    "max_grad_norm", "batch_size", "shuffle")
+
+
+def _reject_unknown(unknown: dict, fn: str, known: Iterable[str]) -> None:
+    if not unknown:
+        return
+    name = next(iter(unknown))
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {sorted(known)}"
+    raise TypeError(f"{fn}() got an unexpected keyword argument {name!r}{hint}")
+
+
+def _check_fit_args(epochs, mixed_precision, grad_accum, max_grad_norm, patience) -> None:
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1; received {epochs!r}")
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be one of 'no', 'fp16', 'bf16'; "
+                         f"received {mixed_precision!r}")
+    if not isinstance(grad_accum, int) or isinstance(grad_accum, bool) or grad_accum < 1:
+        raise ValueError(f"gradient_accumulation_steps must be an int >= 1; received {grad_accum!r}")
+    if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float))
+                                          and max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be None or a number > 0; received {max_grad_norm!r}")
+    if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool)
+                                 or patience < 0):
+        raise ValueError(f"patience must be None or an int >= 0; received {patience!r}")
+
+
+def _check_not_empty(loader, name: str) -> None:
+    if loader is not None and loader_length(loader) == 0:
+        raise ValueError(f"{name} has no batches (len(loader) == 0); it must yield at least one")
+
+
+def _monitor_message(monitor: str, columns: list, has_val: bool) -> str:
+    msg = f"monitor {monitor!r} is not a column this run produces; available: {columns}"
+    if monitor.startswith("val_") and not has_val:
+        msg += ". Validation columns need val_data: pass fit(..., val_data=...)"
+    return msg
+
+
+def _check_metrics(metrics_dict: Optional[dict]) -> dict:
+    if metrics_dict is None:
+        return {}
+    if not isinstance(metrics_dict, dict):
+        raise TypeError(f"metrics_dict must be a dict of name -> torchmetrics Metric; received "
+                        f"{type(metrics_dict).__name__}")
+    for name, metric in metrics_dict.items():
+        if not isinstance(name, str):
+            raise TypeError(f"metrics_dict keys must be str; received {name!r}")
+        if not (isinstance(metric, torchmetrics.Metric) or callable(metric)):
+            raise TypeError(f"metrics_dict[{name!r}] must be a torchmetrics Metric or a callable "
+                            f"fn(preds, labels); received {type(metric).__name__}")
+    return dict(metrics_dict)
+
+
+def _check_subclass(cls, base: type, what: str) -> type:
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"{what} must be a subclass of kerastorch.{base.__name__}; received {cls!r}")
+    return cls
+
+
+def _fresh_metric(metric, device, stage: str) -> torchmetrics.Metric:
+    """A reset copy per fit and stage, so nothing leaks between stages or fits."""
+    if not isinstance(metric, torchmetrics.Metric):
+        metric = BatchMeanMetric(metric)
+    metric = copy.deepcopy(metric).to(device)
+    metric.reset()
+    if stage == "val":
+        disable_metric_sync(metric)
+    return metric
+
+
+class BatchMeanMetric(torchmetrics.Metric):
+    """Wraps ``fn(preds, labels) -> scalar`` as a sample-weighted mean over the epoch."""
+
+    full_state_update = False
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds, labels) -> None:
+        value = torch.as_tensor(self.fn(preds, labels)).detach()
+        n = labels.shape[0] if isinstance(labels, torch.Tensor) and labels.ndim else 1
+        self.total += value.to(self.total.device, torch.float64) * n
+        self.count += n
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count
