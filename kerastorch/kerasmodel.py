@@ -362,7 +362,7 @@ class KerasModel:
             warnings.warn(
                 f"monitor {monitor!r} uses mode={mode!r}, but the metric's higher_is_better is "
                 f"{better}: pass mode={'max' if better else 'min'!r} unless this is intended",
-                UserWarning, stacklevel=4)
+                UserWarning, stacklevel=3)
         return monitor
 
 

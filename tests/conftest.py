@@ -1,0 +1,112 @@
+"""Shared fixtures: tiny synthetic data, a recording callback, a scripted metric."""
+
+import os
+
+import pytest
+import torch
+import torchmetrics
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from kerastorch.callbacks import Callback
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_accelerate_state():
+    """Each test starts from a clean Accelerate state, as a fresh process would."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+
+
+def make_classification(n=64, d=4, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    w = torch.randn(d, classes, generator=g)
+    y = (x @ w).argmax(dim=1)
+    return x, y
+
+
+def loader(x, y, batch_size=16, shuffle=False):
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
+
+
+class RecordingCallback(Callback):
+    """Records every hook call as (hook, arg) so tests can assert the exact order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_fit_begin(self, logs=None):
+        self.calls.append(("on_fit_begin", None))
+
+    def on_fit_end(self, logs=None):
+        self.calls.append(("on_fit_end", None))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("on_epoch_begin", epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("on_epoch_end", epoch))
+
+    def on_train_batch_begin(self, step, logs=None):
+        self.calls.append(("on_train_batch_begin", step))
+
+    def on_train_batch_end(self, step, logs=None):
+        self.calls.append(("on_train_batch_end", step))
+
+    def on_val_batch_begin(self, step, logs=None):
+        self.calls.append(("on_val_batch_begin", step))
+
+    def on_val_batch_end(self, step, logs=None):
+        self.calls.append(("on_val_batch_end", step))
+
+
+class ScriptedMetric(torchmetrics.Metric):
+    """Returns preset values, one per compute() call, so stopping tests read as tables.
+
+    The trainer works on fresh copies per fit and stage, so the train and val
+    copies each walk the same script from its start.
+    """
+
+    full_state_update = False
+
+    higher_is_better = None
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = [float(v) for v in values]
+        self.computes = 0
+        self.add_state("seen", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, preds, target):
+        self.seen += 1
+
+    def compute(self):
+        value = self.values[min(self.computes, len(self.values) - 1)]
+        self.computes += 1
+        return torch.tensor(value, dtype=torch.float64)
+
+
+class ScriptedScore(ScriptedMetric):
+    """A scripted metric that declares higher values better."""
+
+    higher_is_better = True
+
+
+@pytest.fixture
+def recorder():
+    return RecordingCallback()
+
+
+class TinyNet(nn.Module):
+    def __init__(self, d=4, classes=3):
+        super().__init__()
+        self.fc = nn.Linear(d, classes)
+
+    def forward(self, x):
+        return self.fc(x)

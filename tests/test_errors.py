@@ -1,0 +1,160 @@
+"""Bad input gets a TypeError/ValueError naming expected and received, before the first batch."""
+
+import pytest
+import torch
+import torchmetrics
+from conftest import TinyNet, loader, make_classification
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from kerastorch import KerasModel
+
+
+class CountingNet(TinyNet):
+    calls = 0
+
+    def forward(self, x):
+        type(self).calls += 1
+        return super().forward(x)
+
+
+@pytest.fixture
+def data():
+    x, y = make_classification(n=16)
+    return loader(x, y, 8)
+
+
+def _model(**kwargs):
+    CountingNet.calls = 0
+    return KerasModel(CountingNet(), nn.CrossEntropyLoss(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, pattern",
+    [
+        (dict(monitor="val_acc"), ValueError,
+         r"monitor 'val_acc' is not a column.*available: \['epoch', 'train_loss', 'lr'\]"
+         r".*pass fit\(\.\.\., val_data=\.\.\.\)"),
+        (dict(monitor="train_auc"), ValueError, r"monitor 'train_auc'.*available"),
+        (dict(mode="maximum"), ValueError, r"mode must be one of 'min', 'max'; received 'maximum'"),
+        (dict(mixed_precision="fp8"), ValueError,
+         r"mixed_precision must be one of 'no', 'fp16', 'bf16'; received 'fp8'"),
+        (dict(epochs=0), ValueError, r"epochs must be an int >= 1; received 0"),
+        (dict(epochs=2.5), ValueError, r"epochs must be an int >= 1; received 2.5"),
+        (dict(gradient_accumulation_steps=0), ValueError, r"gradient_accumulation_steps"),
+        (dict(max_grad_norm=-1.0), ValueError, r"max_grad_norm must be None or a number > 0"),
+        (dict(patience=-1), ValueError, r"patience must be None or an int >= 0"),
+        (dict(trian_data=None), TypeError, r"unexpected keyword argument 'trian_data'; "
+                                           r"did you mean 'train_data'\?"),
+        (dict(callbacks=[object()]), TypeError, r"Callback instances; received object"),
+    ],
+)
+def test_fit_argument_errors_are_raised_before_any_batch(data, kwargs, exc, pattern):
+    model = _model()
+    with pytest.raises(exc, match=pattern):
+        model.fit(data, ckpt_path=None, quiet=True, **kwargs)
+    assert CountingNet.calls == 0
+
+
+def test_constructor_errors():
+    with pytest.raises(TypeError, match="net must be a torch.nn.Module; received function"):
+        KerasModel(lambda x: x, nn.CrossEntropyLoss())
+    with pytest.raises(TypeError, match="loss_fn must be callable.*received str"):
+        KerasModel(TinyNet(), "cross_entropy")
+    with pytest.raises(TypeError, match=r"metrics_dict\['acc'\] must be a torchmetrics Metric "
+                                        r"or a callable.*received float"):
+        KerasModel(TinyNet(), nn.CrossEntropyLoss(), metrics_dict={"acc": 0.5})
+    with pytest.raises(TypeError, match="metrics_dict must be a dict.*received list"):
+        KerasModel(TinyNet(), nn.CrossEntropyLoss(), metrics_dict=[torchmetrics.MeanMetric()])
+    with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
+        KerasModel(TinyNet(), nn.CrossEntropyLoss(), optimizer="adam")
+    with pytest.raises(TypeError, match="step_runner must be a subclass of kerastorch.StepRunner"):
+        KerasModel(TinyNet(), nn.CrossEntropyLoss(), step_runner=object)
+    with pytest.raises(ValueError, match="lr_scheduler_interval must be 'epoch' or 'step'"):
+        KerasModel(TinyNet(), nn.CrossEntropyLoss(), lr_scheduler_interval="batch")
+
+
+def test_empty_loaders_are_rejected_before_training(data):
+    empty = DataLoader(TensorDataset(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)))
+    model = _model()
+    with pytest.raises(ValueError, match=r"train_data has no batches"):
+        model.fit(empty, ckpt_path=None, quiet=True)
+    with pytest.raises(ValueError, match=r"val_data has no batches"):
+        model.fit(data, empty, ckpt_path=None, quiet=True)
+    assert CountingNet.calls == 0
+
+
+def test_wrong_data_kinds(data):
+    model = _model()
+    with pytest.raises(TypeError, match=r"train_data must be a torch DataLoader, a Dataset, or "
+                                        r"an \(X, y\) pair.*received a str"):
+        model.fit("train.csv", ckpt_path=None, quiet=True)
+    with pytest.raises(ValueError, match=r"len\(X\)=16, len\(y\)=15"):
+        model.fit((torch.zeros(16, 4), torch.zeros(15)), ckpt_path=None, quiet=True)
+
+
+def test_non_writable_ckpt_path_fails_before_training(data, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    model = _model()
+    with pytest.raises(ValueError, match=r"ckpt_path .* is not writable"):
+        model.fit(data, ckpt_path=str(blocker / "sub" / "best.pt"), quiet=True)
+    assert CountingNet.calls == 0
+
+
+@pytest.mark.parametrize(
+    "loss_fn, exc, pattern",
+    [
+        (nn.CrossEntropyLoss(reduction="none"), ValueError,
+         r"loss_fn must return a scalar .*received a tensor of shape \(8,\)"),
+        (lambda p, t: nn.functional.cross_entropy(p.detach(), t), ValueError,
+         r"loss_fn returned a tensor without grad"),
+        (lambda p, t: float(nn.functional.cross_entropy(p, t)), TypeError,
+         r"loss_fn must return a scalar torch.Tensor; received float"),
+    ],
+)
+def test_bad_loss_functions_fail_on_the_first_batch_before_any_update(data, loss_fn, exc,
+                                                                      pattern):
+    net = TinyNet()
+    before = [p.detach().clone() for p in net.parameters()]
+    model = KerasModel(net, loss_fn)
+    with pytest.raises(exc, match=pattern):
+        model.fit(data, ckpt_path=None, quiet=True)
+    for p, b in zip(net.parameters(), before):
+        assert torch.equal(p, b)
+
+
+def test_batch_size_mismatch_between_output_and_labels(data):
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x).reshape(-1, 1).repeat(1, 3)[: 2 * len(x)]
+
+    model = KerasModel(Flat(), lambda p, t: p.mean())
+    with pytest.raises(ValueError, match=r"output has batch size 16 but the labels have 8"):
+        model.fit(data, ckpt_path=None, quiet=True)
+
+
+def test_dict_batches_need_a_custom_unpack_batch():
+    class DictDataset(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"x": torch.zeros(4), "y": torch.tensor(0)}
+
+    model = _model()
+    with pytest.raises(TypeError, match=r"received a dict with keys \['x', 'y'\].*override "
+                                        r"unpack_batch"):
+        model.fit(DataLoader(DictDataset(), batch_size=2), ckpt_path=None, quiet=True)
+
+
+def test_mode_contradicting_higher_is_better_warns(data):
+    acc = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+    model = KerasModel(TinyNet(), nn.CrossEntropyLoss(), metrics_dict={"acc": acc})
+    with pytest.warns(UserWarning, match=r"monitor 'val_acc' uses mode='min'.*pass mode='max'"):
+        model.fit(data, data, epochs=1, monitor="val_acc", mode="min", ckpt_path=None,
+                  quiet=True)
