@@ -294,7 +294,10 @@ class KerasModel:
         if AcceleratorState._shared_state:
             AcceleratorState._reset_state(reset_partial_state=False)
             GradientState._reset_state()
-        self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu,
+        # Accelerate only sets up multi-process CPU (gloo) training when asked for the
+        # CPU; without a GPU there is nothing else, so torchrun works unchanged
+        self.accelerator = Accelerator(mixed_precision=mixed_precision,
+                                       cpu=cpu or not _has_accelerator_device(),
                                        gradient_accumulation_steps=grad_accum)
         _accelerator_generation += 1
         self._generation = _accelerator_generation
@@ -395,6 +398,13 @@ def _check_fit_args(epochs, mixed_precision, grad_accum, max_grad_norm, patience
     if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool)
                                  or patience < 0):
         raise ValueError(f"patience must be None or an int >= 0; received {patience!r}")
+
+
+def _has_accelerator_device() -> bool:
+    accel = getattr(torch, "accelerator", None)
+    if accel is not None and hasattr(accel, "is_available"):
+        return accel.is_available()
+    return torch.cuda.is_available()
 
 
 def _check_not_empty(loader, name: str) -> None:
