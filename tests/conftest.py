@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from kerastorch.callbacks import Callback
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the test nets are tiny: one thread avoids paying thread hand-offs on every op
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
