@@ -21,6 +21,12 @@ class History(Callback):
     def on_fit_begin(self, logs=None):
         self.rows = []
 
+    def state_dict(self) -> dict:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = [dict(r) for r in state["rows"]]
+
     def on_epoch_end(self, epoch, logs=None):
         self.rows.append(dict(logs))
 

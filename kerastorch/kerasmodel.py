@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import warnings
 from typing import Any, Iterable, Optional
 
@@ -12,6 +13,7 @@ import torch
 import torchmetrics
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import gather_object
 
 from .callbacks.base import Callback, CallbackList
 from .callbacks.checkpoint import ModelCheckpoint
@@ -21,7 +23,9 @@ from .callbacks.progress import ProgressBar
 from .data import as_dataloader, as_tensor, loader_length
 from .files import atomic_save, check_writable, load_state_dict_file
 from .history import History
+from .interrupt import AbortTraining, InterruptGuard
 from .runners import EpochRunner, StepRunner, disable_metric_sync
+from .state import get_rng_state, load_training_state, save_training_state, set_rng_state
 
 __all__ = ["KerasModel"]
 
@@ -96,6 +100,7 @@ class KerasModel:
         self._generation = -1
         self.history: Optional[pd.DataFrame] = None
         self.stop_training = False
+        self.interrupted = False
         self.epochs: Optional[int] = None
         self.train_steps: Optional[int] = None
 
@@ -118,7 +123,9 @@ class KerasModel:
             callbacks: Optional[Iterable[Callback]] = None, plot: bool = False,
             quiet: bool = False, mixed_precision: str = "no", cpu: bool = False,
             gradient_accumulation_steps: int = 1, max_grad_norm: Optional[float] = None,
-            batch_size: int = 32, shuffle: bool = True, **unknown) -> pd.DataFrame:
+            batch_size: int = 32, shuffle: bool = True, resume=False,
+            state_path: Optional[str] = None, save_state_every: int = 1,
+            skip_nonfinite: bool = False, **unknown) -> pd.DataFrame:
         """Train for up to ``epochs`` epochs and return the history DataFrame.
 
         Each epoch trains on ``train_data``, then evaluates ``val_data`` (if given),
@@ -148,9 +155,24 @@ class KerasModel:
             max_grad_norm: clip the gradient norm to this; None never clips. Defaults to None.
             batch_size: batch size when the data is not already a DataLoader. Defaults to 32.
             shuffle: shuffle ``train_data`` when it is not already a DataLoader. Defaults to True.
+            resume: True continues from ``state_path`` when that file exists (else starts
+                fresh); a path continues from that file (which must exist). The net,
+                optimizer, scheduler, AMP scaler, epoch counter, history, callback
+                states and RNG states are restored, so the run continues exactly.
+                Defaults to False.
+            state_path: where the resumable state is written at epoch ends; None means
+                ``ckpt_path + ".state.pt"`` (no state when ckpt_path is None too).
+                Defaults to None.
+            save_state_every: write the state every this many epochs; 0 never.
+                Defaults to 1.
+            skip_nonfinite: skip updates whose loss is NaN/inf (weights and optimizer
+                unchanged; costs one host sync per step). Defaults to False.
 
         Returns:
             The history ``pandas.DataFrame``, one row per epoch; also ``self.history``.
+            After Ctrl-C (or a ``KeyboardInterrupt`` raised in a callback) training stops
+            after the current batch, the best weights are restored and the rows of the
+            completed epochs are returned; a second Ctrl-C aborts at once.
 
         Raises:
             TypeError, ValueError: bad arguments, detected before the first batch.
@@ -165,24 +187,43 @@ class KerasModel:
         _check_not_empty(train_dl, "train_data")
         _check_not_empty(val_dl, "val_data")
         monitor = self._resolve_monitor(monitor, mode, has_val=val_dl is not None)
-        if ckpt_path is not None:
-            check_writable(ckpt_path)
+        self._check_scheduler(epochs, loader_length(train_dl), gradient_accumulation_steps)
+        state_path, resume_path = _state_paths(ckpt_path, state_path, resume, save_state_every)
+        for path in (ckpt_path, state_path):
+            if path is not None:
+                check_writable(path)
 
         acc = self._accelerator_for(mixed_precision, cpu, gradient_accumulation_steps)
         net, optimizer, train_dl, val_dl = self._prepare(acc, train_dl, val_dl)
         history = History()
         cbs = CallbackList(self._fit_callbacks(history, ckpt_path, monitor, mode, patience,
                                                quiet, plot, callbacks), model=self)
-        train_epoch = self._make_epoch_runner(net, "train", optimizer, cbs, max_grad_norm)
-        val_epoch = self._make_epoch_runner(net, "val", None, cbs) if val_dl is not None else None
+        guard = InterruptGuard(message=not quiet and acc.is_main_process)
+        train_epoch = self._make_epoch_runner(net, "train", optimizer, cbs, max_grad_norm,
+                                              guard, skip_nonfinite)
+        val_epoch = (self._make_epoch_runner(net, "val", None, cbs, interrupt=guard)
+                     if val_dl is not None else None)
         self.epochs, self.train_steps = epochs, loader_length(train_dl)
-        self.stop_training = False
+        self.stop_training = self.interrupted = False
         try:
             cbs.call("on_fit_begin", {})
-            for epoch in range(1, epochs + 1):
-                self._run_epoch(epoch, cbs, train_epoch, train_dl, val_epoch, val_dl, monitor)
-                if self.stop_training:
-                    break
+            done = 0 if resume_path is None else self._load_state(resume_path, cbs)
+            with guard:
+                for epoch in range(done + 1, epochs + 1):
+                    self._run_epoch(epoch, cbs, train_epoch, train_dl, val_epoch, val_dl,
+                                    monitor)
+                    if state_path is not None and epoch % save_state_every == 0:
+                        self._save_state(state_path, epoch, cbs)
+                    if self.stop_training:
+                        break
+        except AbortTraining:
+            raise
+        except KeyboardInterrupt:
+            self.interrupted = True
+            warnings.warn(f"training interrupted during epoch {len(history.rows) + 1}; "
+                          "returning the completed epochs with the best weights restored"
+                          + (f"; resume from {state_path}" if state_path else ""),
+                          UserWarning, stacklevel=2)
         finally:
             try:
                 cbs.call("on_fit_end", {})
@@ -200,6 +241,11 @@ class KerasModel:
         if monitor not in row:
             raise ValueError(_monitor_message(monitor, sorted(row), has_val=val_dl is not None))
         self._step_epoch_scheduler(row[monitor])
+        skipped = train_epoch.step_runner.skipped_steps
+        if skipped:
+            train_epoch.step_runner.skipped_steps = 0
+            warnings.warn(f"epoch {epoch}: skipped {skipped} step(s) whose loss was not finite",
+                          UserWarning, stacklevel=3)
         cbs.call("on_epoch_end", epoch, row)
 
     def _step_epoch_scheduler(self, monitored: float) -> None:
@@ -314,14 +360,75 @@ class KerasModel:
             self.loss_fn.to(acc.device)  # moved, never wrapped in DDP
         return net, optimizer, train_dl, val_dl
 
-    def _make_epoch_runner(self, net, stage, optimizer, cbs, max_grad_norm=None):
+    def _make_epoch_runner(self, net, stage, optimizer, cbs, max_grad_norm=None,
+                           interrupt=None, skip_nonfinite=False):
         metrics = {name: _fresh_metric(m, self.accelerator.device, stage)
                    for name, m in self.metrics_dict.items()}
         step = self.step_runner_class(
             net, self.loss_fn, self.accelerator, stage=stage, metrics_dict=metrics,
             optimizer=optimizer, lr_scheduler=self.lr_scheduler if stage == "train" else None,
-            max_grad_norm=max_grad_norm, lr_scheduler_interval=self.lr_scheduler_interval)
-        return self.epoch_runner_class(step, cbs)
+            max_grad_norm=max_grad_norm, lr_scheduler_interval=self.lr_scheduler_interval,
+            skip_nonfinite=skip_nonfinite)
+        return self.epoch_runner_class(step, cbs, interrupt=interrupt)
+
+    # -- resumable state -----------------------------------------------------------------
+
+    def _save_state(self, path: str, epoch: int, cbs: CallbackList) -> None:
+        acc = self.accelerator
+        # every rank's RNG goes into rank 0's one file
+        rng_states = gather_object([get_rng_state()]) if acc.num_processes > 1 \
+            else [get_rng_state()]
+        if acc.is_main_process:
+            save_training_state(
+                path, epoch=epoch, net=self.unwrapped_net, optimizer=self.optimizer,
+                lr_scheduler=self.lr_scheduler, scaler=acc.scaler,
+                history_rows=[], callback_states=[
+                    {"class": type(cb).__name__, "state": cb.state_dict()} for cb in cbs],
+                rng_states=rng_states)
+        acc.wait_for_everyone()
+
+    def _load_state(self, path: str, cbs: CallbackList) -> int:
+        """Restore a saved state; returns the number of epochs already done."""
+        state = load_training_state(path)
+        self.unwrapped_net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state["lr_scheduler"] is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.accelerator.scaler is not None and state["scaler"] is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        saved = state["callbacks"]
+        for i, cb in enumerate(cbs):
+            if i < len(saved) and saved[i]["class"] == type(cb).__name__:
+                cb.load_state_dict(saved[i]["state"])
+            elif cb.state_dict():
+                warnings.warn(f"resume: no saved state for callback {type(cb).__name__} at "
+                              f"position {i}; it starts fresh", UserWarning, stacklevel=3)
+        rng = state["rng"]
+        set_rng_state(rng[min(self.accelerator.process_index, len(rng) - 1)])
+        return int(state["epoch"])
+
+    def _check_scheduler(self, epochs: int, steps_per_epoch: Optional[int],
+                         grad_accum: int) -> None:
+        """Catch a scheduler that would fail or misbehave mid-run, before training."""
+        sched = self.lr_scheduler
+        if sched is None:
+            return
+        step_interval = self.lr_scheduler_interval == "step"
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) and step_interval:
+            raise ValueError("ReduceLROnPlateau needs the monitored value once per epoch; "
+                             "received lr_scheduler_interval='step'. Use 'epoch'")
+        total = getattr(sched, "total_steps", None)  # OneCycleLR stops after this many
+        if total is not None:
+            if step_interval and steps_per_epoch is not None:
+                needed = epochs * -(-steps_per_epoch // grad_accum)
+            else:
+                needed = epochs
+            if needed > total:
+                raise ValueError(
+                    f"{type(sched).__name__} allows total_steps={total} steps but this fit "
+                    f"would step it {needed} times (lr_scheduler_interval="
+                    f"{self.lr_scheduler_interval!r}); pass lr_scheduler_interval='step' "
+                    "with total_steps=epochs*len(train_loader), or fewer epochs")
 
     def _fit_callbacks(self, history, ckpt_path, monitor, mode, patience, quiet, plot, extra):
         cbs: list = [history]
@@ -372,7 +479,33 @@ class KerasModel:
 _FIT_KEYWORDS = (
     "train_data", "val_data", "epochs", "ckpt_path", "patience", "monitor", "mode",
     "callbacks", "plot", "quiet", "mixed_precision", "cpu", "gradient_accumulation_steps",
-    "max_grad_norm", "batch_size", "shuffle")
+    "max_grad_norm", "batch_size", "shuffle", "resume", "state_path", "save_state_every",
+    "skip_nonfinite")
+
+
+def _state_paths(ckpt_path, state_path, resume, save_state_every):
+    """(where to save the state, where to resume from) for fit's arguments."""
+    if not isinstance(save_state_every, int) or isinstance(save_state_every, bool) \
+            or save_state_every < 0:
+        raise ValueError(f"save_state_every must be an int >= 0; received {save_state_every!r}")
+    if state_path is None and ckpt_path is not None:
+        state_path = f"{ckpt_path}.state.pt"
+    if isinstance(resume, bool):
+        if resume and state_path is None:
+            raise ValueError("resume=True needs a state file: pass ckpt_path or state_path, "
+                             "or resume='path/to/file.state.pt'")
+        resume_path = state_path if resume and os.path.isfile(state_path) else None
+        if resume and resume_path is None:
+            warnings.warn(f"resume=True: no state at {state_path!r} yet; starting from scratch",
+                          UserWarning, stacklevel=3)
+    elif isinstance(resume, (str, os.PathLike)):
+        resume_path = os.fspath(resume)
+        if not os.path.isfile(resume_path):
+            raise FileNotFoundError(f"resume={resume_path!r}: no such state file")
+        state_path = state_path or resume_path
+    else:
+        raise TypeError(f"resume must be a bool or a path; received {type(resume).__name__}")
+    return (state_path if save_state_every else None), resume_path
 
 
 def _reject_unknown(unknown: dict, fn: str, known: Iterable[str]) -> None:

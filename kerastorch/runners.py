@@ -41,6 +41,9 @@ class StepRunner:
         max_grad_norm: clip the gradient norm when gradients sync; None never clips.
             Defaults to None.
         lr_scheduler_interval: ``"epoch"`` or ``"step"``. Defaults to ``"epoch"``.
+        skip_nonfinite: skip the update of a step whose loss is NaN/inf, leaving the
+            weights and optimizer state unchanged. Costs one host sync per step
+            (the decision needs the loss value). Defaults to False.
 
     Example:
         >>> class DictBatchStep(StepRunner):
@@ -50,7 +53,8 @@ class StepRunner:
 
     def __init__(self, net: torch.nn.Module, loss_fn, accelerator, stage: str = "train",
                  metrics_dict: Optional[dict] = None, optimizer=None, lr_scheduler=None, *,
-                 max_grad_norm: Optional[float] = None, lr_scheduler_interval: str = "epoch"):
+                 max_grad_norm: Optional[float] = None, lr_scheduler_interval: str = "epoch",
+                 skip_nonfinite: bool = False):
         if stage not in STAGES:
             raise ValueError(f"stage must be 'train' or 'val'; received {stage!r}")
         if stage == "train" and optimizer is None:
@@ -64,6 +68,8 @@ class StepRunner:
         self.lr_scheduler = lr_scheduler
         self.max_grad_norm = max_grad_norm
         self.lr_scheduler_interval = lr_scheduler_interval
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_steps = 0
         self.batch_size = 1
         self._first_batch_checked = False
 
@@ -110,6 +116,11 @@ class StepRunner:
             loss = self.compute_loss(preds, labels)
         if not self._first_batch_checked:
             self._check_first_batch(preds, labels, loss)
+        if self.skip_nonfinite and not torch.isfinite(loss.detach()).all():
+            # skipped steps count nowhere: not in the epoch loss, not in the metrics
+            self.skipped_steps += 1
+            self.batch_size = 0
+            return {}, {}
         acc.backward(loss)
         if self.max_grad_norm is not None and acc.sync_gradients:
             # accelerate unscales fp16 gradients before measuring the norm
@@ -197,15 +208,18 @@ class EpochRunner:
     Args:
         step_runner: the :class:`StepRunner` to call per batch.
         callbacks: a ``CallbackList`` for the batch hooks. Defaults to None.
+        interrupt: an object whose ``requested`` flag, once set, stops the pass
+            after the current batch with ``KeyboardInterrupt``. Defaults to None.
 
     Returns:
         ``__call__(loader)`` returns a dict of floats keyed ``"<stage>_<name>"``.
     """
 
-    def __init__(self, step_runner: StepRunner, callbacks=None):
+    def __init__(self, step_runner: StepRunner, callbacks=None, interrupt=None):
         self.step_runner = step_runner
         self.stage = step_runner.stage
         self.callbacks = callbacks
+        self.interrupt = interrupt
 
     def __call__(self, dataloader) -> dict:
         step_runner, stage = self.step_runner, self.stage
@@ -229,6 +243,8 @@ class EpochRunner:
             count += n
             if hook_end:
                 self.callbacks.call(f"on_{stage}_batch_end", steps - 1, step_logs)
+            if self.interrupt is not None and self.interrupt.requested:
+                raise KeyboardInterrupt(f"interrupted after {stage} step {steps - 1}")
         if steps == 0:
             raise ValueError(f"the {stage} loader yielded no batches; it must yield at least one")
         logs = self._epoch_means(sums, count)
@@ -244,8 +260,8 @@ class EpochRunner:
                 self.callbacks.wants(f"on_{self.stage}_batch_end"))
 
     def _epoch_means(self, sums: dict, count: int) -> dict:
-        if not sums:
-            return {}
+        if not sums:  # every step was skipped
+            return {f"{self.stage}_loss": float("nan")}
         acc = self.step_runner.accelerator
         keys = list(sums)
         device = sums[keys[0]].device
@@ -254,7 +270,8 @@ class EpochRunner:
         if self.stage == "train" and acc.num_processes > 1:
             totals = acc.reduce(totals, reduction="sum")
         totals = totals.tolist()  # the one host sync of the epoch
-        return {k: totals[i] / totals[-1] for i, k in enumerate(keys)}
+        count = totals[-1] or float("nan")  # all-zero counts: only skipped steps
+        return {k: totals[i] / count for i, k in enumerate(keys)}
 
 
 def _accumulate(sums: dict, key: str, value: Any, n: int) -> None:

@@ -43,6 +43,14 @@ class Callback:
     def set_model(self, model: Any) -> None:
         self.model = model
 
+    def state_dict(self) -> dict:
+        """What a resumed ``fit`` needs to continue this callback exactly (tensors and
+        plain values only). Stateless callbacks keep the default, an empty dict."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output; called after ``on_fit_begin`` on resume."""
+
     def on_fit_begin(self, logs: Optional[dict] = None) -> None:
         """Called once before the first epoch."""
 

@@ -47,6 +47,14 @@ class ModelCheckpoint(MonitorCallback):
         self.best_weights = None
         self.last_saved = None
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "best_weights": self.best_weights,
+                "last_saved": self.last_saved}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.best_weights, self.last_saved = state["best_weights"], state["last_saved"]
+
     def on_epoch_end(self, epoch, logs=None):
         improved = self.update_best(epoch, logs)
         if not improved and self.save_best_only:

@@ -53,6 +53,15 @@ class EarlyStopping(MonitorCallback):
         self.stopped_epoch = None
         self.best_weights = None
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "wait": self.wait, "stopped_epoch": self.stopped_epoch,
+                "best_weights": self.best_weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
+        self.best_weights = state["best_weights"]
+
     def on_epoch_end(self, epoch, logs=None):
         if self.update_best(epoch, logs):
             self.wait = 0

@@ -53,6 +53,12 @@ class MonitorCallback(Callback):
     def on_fit_begin(self, logs=None):
         self.reset()
 
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
     def get_score(self, logs: dict) -> float:
         if self.monitor not in logs:
             raise ValueError(
@@ -71,9 +77,15 @@ class MonitorCallback(Callback):
         return score > self.best + self.min_delta
 
     def update_best(self, epoch: int, logs: dict) -> bool:
-        """Record ``logs[monitor]`` as the best if it improves; return whether it did."""
+        """Record ``logs[monitor]`` as the best if it improves; return whether it did.
+
+        An epoch whose loss is NaN or inf is never best, whatever the monitored
+        metric says (NaN logits can still score an accuracy).
+        """
         score = self.get_score(logs)
-        if self.is_improvement(score):
+        losses_finite = all(math.isfinite(v) for k, v in logs.items()
+                            if k.endswith("_loss") and isinstance(v, float))
+        if losses_finite and self.is_improvement(score):
             self.best, self.best_epoch = score, epoch
             return True
         return False

@@ -1,0 +1,98 @@
+"""Resumable training state: everything needed to continue a run exactly, in one file.
+
+The state is a dict of tensors and plain Python values saved with ``torch.save``
+and loaded with ``weights_only=True``, so a tampered file cannot run code. RNG
+states are stored as tensors for the same reason.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, List, Optional
+
+import numpy as np
+import torch
+
+from .files import atomic_save
+
+__all__ = ["get_rng_state", "set_rng_state", "save_training_state", "load_training_state"]
+
+FORMAT_VERSION = 1
+
+
+def get_rng_state() -> dict:
+    """The Python, numpy, torch (and CUDA) generator states as tensors and numbers."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": torch.tensor(py_state, dtype=torch.int64),
+        "python_version": py_version,
+        "python_gauss": py_gauss,
+        "numpy_kind": np_kind,
+        "numpy_keys": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy_pos": int(np_pos),
+        "numpy_has_gauss": int(np_has_gauss),
+        "numpy_gauss": float(np_gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    random.setstate((state["python_version"], tuple(state["python"].tolist()),
+                     state["python_gauss"]))
+    np.random.set_state((state["numpy_kind"], state["numpy_keys"].numpy().astype(np.uint32),
+                         state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_state(path: str, *, epoch: int, net: torch.nn.Module, optimizer,
+                        lr_scheduler=None, scaler=None, history_rows: List[dict],
+                        callback_states: List[dict], rng_states: List[dict],
+                        extra: Optional[dict] = None) -> None:
+    """Write the state at the end of ``epoch`` atomically to ``path``.
+
+    ``rng_states`` holds one entry per process, so each rank gets its own back.
+    """
+    state: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "epoch": epoch,
+        "net": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": None if lr_scheduler is None else lr_scheduler.state_dict(),
+        "scaler": None if scaler is None else scaler.state_dict(),
+        "history": [dict(row) for row in history_rows],
+        "callbacks": callback_states,
+        "rng": rng_states,
+        "extra": extra or {},
+    }
+    atomic_save(state, path)
+
+
+def load_training_state(path: str) -> dict:
+    """Load a state written by :func:`save_training_state` (weights-only unpickling).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is corrupt, holds code, or is not a training state.
+    """
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no training state file at {path!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"could not load training state {path!r} with weights_only=True "
+            f"({type(exc).__name__}); the file is corrupt or contains pickled code"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path!r} is not a kerastorch training state (format "
+                         f"{FORMAT_VERSION}); received {type(state).__name__}")
+    return state
