@@ -7,6 +7,8 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 import torchmetrics
 
+from .losses import check_loss
+
 __all__ = ["StepRunner", "EpochRunner"]
 
 STAGES = ("train", "val")
@@ -113,9 +115,10 @@ class StepRunner:
         acc = self.accelerator
         with acc.autocast():
             preds = self.forward(inputs)
-            loss = self.compute_loss(preds, labels)
-        if not self._first_batch_checked:
-            self._check_first_batch(preds, labels, loss)
+            if self._first_batch_checked:
+                loss = self.compute_loss(preds, labels)
+            else:
+                loss = self._checked_first_loss(preds, labels)
         if self.skip_nonfinite and not torch.isfinite(loss.detach()).all():
             # skipped steps count nowhere: not in the epoch loss, not in the metrics
             self.skipped_steps += 1
@@ -159,6 +162,34 @@ class StepRunner:
 
     # -- checks on the first batch only, so they cost nothing per step ----------
 
+    def _checked_first_loss(self, preds, labels) -> torch.Tensor:
+        """The first training loss, computed through ``losses.check_loss``.
+
+        check_loss warns about log-softmax/softmax outputs fed to cross-entropy,
+        and raises for wrong target dtypes/shapes, non-scalar losses and losses with
+        no gradient path to the net; it returns the loss it computed, so the first
+        batch costs one loss evaluation as usual.
+        """
+        self._check_batch_sizes(preds, labels)
+        if type(self).compute_loss is StepRunner.compute_loss:
+            # the frames between check_loss and the user's fit call: train_step,
+            # StepRunner.__call__, EpochRunner.__call__, KerasModel._run_epoch, fit,
+            # counted from check_loss
+            loss = check_loss(self.loss_fn, preds, labels, net=self.net, stacklevel=8)
+        else:
+            loss = self.compute_loss(preds, labels)
+        self._check_first_batch(preds, labels, loss)
+        return loss
+
+    def _check_batch_sizes(self, preds, labels) -> None:
+        if isinstance(preds, torch.Tensor) and isinstance(labels, torch.Tensor) \
+                and preds.ndim > 0 and labels.ndim > 0 and preds.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"the net's output has batch size {preds.shape[0]} but the labels have "
+                f"{labels.shape[0]} (output shape {tuple(preds.shape)}, labels shape "
+                f"{tuple(labels.shape)})"
+            )
+
     def _check_first_batch(self, preds, labels, loss) -> None:
         self._first_batch_checked = True
         if not isinstance(loss, torch.Tensor):
@@ -175,13 +206,7 @@ class StepRunner:
                 "loss_fn returned a tensor without grad: it has no gradient path to the net "
                 "(was it computed from .detach(), .item(), numpy or under torch.no_grad?)"
             )
-        if isinstance(preds, torch.Tensor) and isinstance(labels, torch.Tensor) \
-                and preds.ndim > 0 and labels.ndim > 0 and preds.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"the net's output has batch size {preds.shape[0]} but the labels have "
-                f"{labels.shape[0]} (output shape {tuple(preds.shape)}, labels shape "
-                f"{tuple(labels.shape)})"
-            )
+        self._check_batch_sizes(preds, labels)
 
 
 def _batch_len(labels: Any) -> int:

@@ -106,11 +106,17 @@ def test_non_writable_ckpt_path_fails_before_training(data, tmp_path):
     "loss_fn, exc, pattern",
     [
         (nn.CrossEntropyLoss(reduction="none"), ValueError,
-         r"loss_fn must return a scalar .*received a tensor of shape \(8,\)"),
+         r"CrossEntropyLoss has reduction='none' and returned per-element losses of shape "
+         r"\(8,\); training needs a scalar loss"),
+        (lambda p, t: nn.functional.cross_entropy(p, t, reduction="none"), ValueError,
+         r"returned a tensor of shape \(8,\); a training loss must be a scalar"),
         (lambda p, t: nn.functional.cross_entropy(p.detach(), t), ValueError,
-         r"loss_fn returned a tensor without grad"),
-        (lambda p, t: float(nn.functional.cross_entropy(p, t)), TypeError,
-         r"loss_fn must return a scalar torch.Tensor; received float"),
+         r"no gradient path from the loss to the net"),
+        (lambda p, t: float(nn.functional.cross_entropy(p.detach(), t)), TypeError,
+         r"must return a torch.Tensor; received float"),
+        (nn.BCEWithLogitsLoss(), ValueError,
+         r"BCEWithLogitsLoss in binary/multi-label mode expects y_true with the same shape as "
+         r"y_pred; received y_pred \(8, 3\) and y_true \(8,\)"),
     ],
 )
 def test_bad_loss_functions_fail_on_the_first_batch_before_any_update(data, loss_fn, exc,
@@ -158,3 +164,14 @@ def test_mode_contradicting_higher_is_better_warns(data):
     with pytest.warns(UserWarning, match=r"monitor 'val_acc' uses mode='min'.*pass mode='max'"):
         model.fit(data, data, epochs=1, monitor="val_acc", mode="min", ckpt_path=None,
                   quiet=True)
+
+
+def test_log_softmax_into_cross_entropy_warns_at_the_users_fit_line(data):
+    class LogSoftmaxNet(TinyNet):
+        def forward(self, x):
+            return super().forward(x).log_softmax(dim=1)
+
+    model = KerasModel(LogSoftmaxNet(), nn.CrossEntropyLoss())
+    with pytest.warns(UserWarning, match="log_softmax") as record:
+        model.fit(data, epochs=1, ckpt_path=None, quiet=True)
+    assert any(w.filename == __file__ for w in record if "log_softmax" in str(w.message))
