@@ -85,6 +85,7 @@ class KerasModel:
         elif not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer; received "
                             f"{type(optimizer).__name__}")
+        _check_optimizer_params(optimizer, net, loss_fn)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         if lr_scheduler_interval not in SCHEDULER_INTERVALS:
@@ -565,6 +566,21 @@ def _check_metrics(metrics_dict: Optional[dict]) -> dict:
             raise TypeError(f"metrics_dict[{name!r}] must be a torchmetrics Metric or a callable "
                             f"fn(preds, labels); received {type(metric).__name__}")
     return dict(metrics_dict)
+
+
+def _check_optimizer_params(optimizer, net, loss_fn) -> None:
+    """Every optimized tensor must belong to the net (or to a loss_fn module)."""
+    known = {id(p) for p in net.parameters()}
+    if isinstance(loss_fn, torch.nn.Module):
+        known |= {id(p) for p in loss_fn.parameters()}
+    stray = [tuple(p.shape) for g in optimizer.param_groups for p in g["params"]
+             if id(p) not in known]
+    if stray:
+        raise ValueError(
+            f"the optimizer holds {len(stray)} parameter tensor(s) that are not in net "
+            f"(shapes {stray[:3]}{'...' if len(stray) > 3 else ''}); build it from "
+            "net.parameters() of the net passed to KerasModel (was it made for another "
+            "net instance?)")
 
 
 def _check_subclass(cls, base: type, what: str) -> type:

@@ -107,6 +107,8 @@ class StepRunner:
 
     def __call__(self, batch: Any):
         inputs, labels = self.unpack_batch(batch)
+        if not self._first_batch_checked:
+            self._check_batch_types(inputs, labels)
         if self.stage == "train":
             return self.train_step(inputs, labels)
         return self.val_step(inputs, labels)
@@ -157,10 +159,29 @@ class StepRunner:
         if not self.metrics_dict:
             return
         preds = preds.detach() if isinstance(preds, torch.Tensor) else preds
-        for metric in self.metrics_dict.values():
-            metric.update(preds, labels)
+        for name, metric in self.metrics_dict.items():
+            try:
+                metric.update(preds, labels)
+            except Exception as exc:
+                _add_note(exc, f"raised in metric {name!r}.update (metrics_dict[{name!r}]) with "
+                               f"preds {_describe(preds)} and labels {_describe(labels)}")
+                raise
 
     # -- checks on the first batch only, so they cost nothing per step ----------
+
+    def _check_batch_types(self, inputs, labels) -> None:
+        """With the default unpack/forward, inputs and labels must be tensors."""
+        cls = type(self)
+        if cls.unpack_batch is not StepRunner.unpack_batch or cls.forward is not StepRunner.forward:
+            return
+        for where, item in [*((f"input {i}", x) for i, x in enumerate(inputs)),
+                            ("the label (last item)", labels)]:
+            if not isinstance(item, torch.Tensor):
+                raise TypeError(
+                    f"the default StepRunner expects every batch item to be a tensor; {where} is "
+                    f"{_describe(item)}. Convert it in the Dataset or the DataLoader's "
+                    "collate_fn, or subclass StepRunner and override unpack_batch/forward"
+                )
 
     def _checked_first_loss(self, preds, labels) -> torch.Tensor:
         """The first training loss, computed through ``losses.check_loss``.
@@ -207,6 +228,19 @@ class StepRunner:
                 "(was it computed from .detach(), .item(), numpy or under torch.no_grad?)"
             )
         self._check_batch_sizes(preds, labels)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (list, tuple)) and value:
+        return f"a {type(value).__name__} of {type(value[0]).__name__}"
+    return f"a {type(value).__name__}"
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
 
 
 def _batch_len(labels: Any) -> int:
@@ -274,7 +308,11 @@ class EpochRunner:
             raise ValueError(f"the {stage} loader yielded no batches; it must yield at least one")
         logs = self._epoch_means(sums, count)
         for name, metric in step_runner.metrics_dict.items():
-            logs[f"{stage}_{name}"] = _to_float(metric.compute())
+            try:
+                logs[f"{stage}_{name}"] = _to_float(metric.compute())
+            except Exception as exc:
+                _add_note(exc, f"raised in metric {name!r}.compute (metrics_dict[{name!r}])")
+                raise
             metric.reset()
         return logs
 

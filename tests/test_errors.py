@@ -175,3 +175,87 @@ def test_log_softmax_into_cross_entropy_warns_at_the_users_fit_line(data):
     with pytest.warns(UserWarning, match="log_softmax") as record:
         model.fit(data, epochs=1, ckpt_path=None, quiet=True)
     assert any(w.filename == __file__ for w in record if "log_softmax" in str(w.message))
+
+
+def test_loader_yielding_non_tensors_is_a_type_error_naming_the_item():
+    class Strings(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return f"sample {i}", i % 3
+
+    model = _model()
+    with pytest.raises(TypeError, match=r"expects every batch item to be a tensor; input 0 is a "
+                                        r"tuple of str.*collate_fn"):
+        model.fit(DataLoader(Strings(), batch_size=2), ckpt_path=None, quiet=True)
+    assert CountingNet.calls == 0
+
+
+def test_metric_that_raises_propagates_with_a_note_naming_it(data):
+    def broken(preds, labels):
+        raise RuntimeError("metric bug")
+
+    model = KerasModel(TinyNet(), nn.CrossEntropyLoss(), metrics_dict={"mine": broken})
+    with pytest.raises(RuntimeError, match="metric bug") as info:
+        model.fit(data, ckpt_path=None, quiet=True)
+    assert any("raised in metric 'mine'.update" in note for note in info.value.__notes__)
+
+
+def test_optimizer_over_parameters_not_in_the_net():
+    other = TinyNet()
+    with pytest.raises(ValueError, match=r"optimizer holds 2 parameter tensor\(s\) that are not "
+                                         r"in net \(shapes \[\(3, 4\), \(3,\)\]\)"):
+        KerasModel(TinyNet(), nn.CrossEntropyLoss(),
+                   optimizer=torch.optim.SGD(other.parameters(), lr=0.1))
+
+    class WeightedLoss(nn.Module):  # a loss with learnable parameters is fine
+        def __init__(self):
+            super().__init__()
+            self.log_scale = nn.Parameter(torch.zeros(()))
+
+        def forward(self, p, t):
+            return nn.functional.cross_entropy(p, t) * self.log_scale.exp() - self.log_scale
+
+    net, loss = TinyNet(), WeightedLoss()
+    KerasModel(net, loss, optimizer=torch.optim.SGD([*net.parameters(), *loss.parameters()], 0.1))
+
+
+def test_schedulers_that_would_fail_or_misbehave_mid_run(data):
+    net = TinyNet()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    one_cycle = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    model = KerasModel(net, nn.CrossEntropyLoss(), optimizer=opt, lr_scheduler=one_cycle,
+                       lr_scheduler_interval="step")
+    # 2 batches x 6 epochs = 12 steps > 10: torch would raise in epoch 6
+    with pytest.raises(ValueError, match=r"OneCycleLR allows total_steps=10 steps but this fit "
+                                         r"would step it 12 times"):
+        model.fit(data, epochs=6, ckpt_path=None, quiet=True)
+    df = model.fit(data, epochs=5, ckpt_path=None, quiet=True, patience=None)
+    assert len(df) == 5
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+    model = KerasModel(net, nn.CrossEntropyLoss(), optimizer=opt, lr_scheduler=plateau,
+                       lr_scheduler_interval="step")
+    with pytest.raises(ValueError, match="ReduceLROnPlateau needs the monitored value"):
+        model.fit(data, epochs=1, ckpt_path=None, quiet=True)
+
+
+def test_iterable_dataset_without_len_trains_with_a_totalless_progress_bar():
+    import io
+
+    from kerastorch.callbacks import ProgressBar
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            g = torch.Generator().manual_seed(0)
+            for _ in range(20):
+                x = torch.randn(4, generator=g)
+                yield x, int(x.sum() > 0)
+
+    stream = io.StringIO()
+    model = _model()
+    df = model.fit(DataLoader(Stream(), batch_size=8), DataLoader(Stream(), batch_size=8),
+                   epochs=2, ckpt_path=None, quiet=True, callbacks=[ProgressBar(file=stream)])
+    assert len(df) == 2 and model.train_steps is None
+    assert CountingNet.calls == 2 * (3 + 3)  # 20 samples -> 3 batches per pass
+    assert "3it" in stream.getvalue()  # counted batches, no total
