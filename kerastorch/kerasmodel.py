@@ -20,7 +20,7 @@ from .callbacks.checkpoint import ModelCheckpoint
 from .callbacks.early_stopping import EarlyStopping
 from .callbacks.monitor import check_mode
 from .callbacks.progress import ProgressBar
-from .data import as_dataloader, as_tensor, loader_length
+from .data import as_dataloader, as_tensor, fast_loader, loader_length
 from .files import atomic_save, check_writable, load_state_dict_file
 from .history import History
 from .interrupt import AbortTraining, InterruptGuard
@@ -126,7 +126,8 @@ class KerasModel:
             gradient_accumulation_steps: int = 1, max_grad_norm: Optional[float] = None,
             batch_size: int = 32, shuffle: bool = True, resume=False,
             state_path: Optional[str] = None, save_state_every: int = 1,
-            skip_nonfinite: bool = False, **unknown) -> pd.DataFrame:
+            skip_nonfinite: bool = False, fast_data: bool = True, compile: bool = False,
+            log_dir: Optional[str] = None, **unknown) -> pd.DataFrame:
         """Train for up to ``epochs`` epochs and return the history DataFrame.
 
         Each epoch trains on ``train_data``, then evaluates ``val_data`` (if given),
@@ -168,6 +169,16 @@ class KerasModel:
                 Defaults to 1.
             skip_nonfinite: skip updates whose loss is NaN/inf (weights and optimizer
                 unchanged; costs one host sync per step). Defaults to False.
+            fast_data: slice batches straight from the tensors of an ``(X, y)`` pair or a
+                plain DataLoader over a TensorDataset (same batches, order and RNG
+                draws; see ``kerastorch.data.fast_loader``). Defaults to True.
+            compile: run the net through ``torch.compile`` (``self.net`` stays the
+                uncompiled module, sharing the weights). Defaults to False.
+            log_dir: create ``log_dir/<YYYYmmdd-HHMMSS>/`` with ``log.log``, ``hparams.json``,
+                ``history.csv``, TensorBoard events, ``curves.png``, ``best.pt`` (unless
+                ckpt_path is None) and, for classification, ``confusion_matrix.png`` and
+                ``classification_report.csv`` (see ``kerastorch.callbacks.RunDirectory``);
+                None writes none of them. Defaults to None.
 
         Returns:
             The history ``pandas.DataFrame``, one row per epoch; also ``self.history``.
@@ -178,7 +189,10 @@ class KerasModel:
         Raises:
             TypeError, ValueError: bad arguments, detected before the first batch.
         """
+        arguments = dict(locals())  # recorded in the run directory's hparams.json
         _reject_unknown(unknown, "fit", _FIT_KEYWORDS)
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False; received {compile!r}")
         _check_fit_args(epochs, mixed_precision, gradient_accumulation_steps, max_grad_norm,
                         patience)
         train_dl = as_dataloader(train_data, batch_size=batch_size, shuffle=shuffle,
@@ -195,10 +209,13 @@ class KerasModel:
                 check_writable(path)
 
         acc = self._accelerator_for(mixed_precision, cpu, gradient_accumulation_steps)
+        train_dl, val_dl = (fast_loader(dl, acc, enabled=fast_data) for dl in (train_dl, val_dl))
         net, optimizer, train_dl, val_dl = self._prepare(acc, train_dl, val_dl)
+        net = torch.compile(net) if compile else net  # compiles lazily, at the first batch
         history = History()
         cbs = CallbackList(self._fit_callbacks(history, ckpt_path, monitor, mode, patience,
-                                               quiet, plot, callbacks), model=self)
+                                               quiet, plot, callbacks, log_dir, arguments),
+                           model=self)
         guard = InterruptGuard(message=not quiet and acc.is_main_process)
         train_epoch = self._make_epoch_runner(net, "train", optimizer, cbs, max_grad_norm,
                                               guard, skip_nonfinite)
@@ -208,13 +225,13 @@ class KerasModel:
         self.stop_training = self.interrupted = False
         try:
             cbs.call("on_fit_begin", {})
-            done = 0 if resume_path is None else self._load_state(resume_path, cbs)
+            done = 0 if resume_path is None else self._load_state(resume_path, cbs, train_dl)
             with guard:
-                for epoch in range(done + 1, epochs + 1):
+                for epoch in range(done + 1, epochs + 1 if not self.stop_training else 0):
                     self._run_epoch(epoch, cbs, train_epoch, train_dl, val_epoch, val_dl,
                                     monitor)
                     if state_path is not None and epoch % save_state_every == 0:
-                        self._save_state(state_path, epoch, cbs)
+                        self._save_state(state_path, epoch, cbs, train_dl)
                     if self.stop_training:
                         break
         except AbortTraining:
@@ -267,7 +284,7 @@ class KerasModel:
         val_dl = as_dataloader(val_data, batch_size=batch_size, shuffle=False, name="val_data")
         _check_not_empty(val_dl, "val_data")
         acc = self._accelerator_for(*(self._accelerator_config or ("no", False, 1)))
-        net, val_dl = acc.prepare(self.net, val_dl)
+        net, val_dl = acc.prepare(self.net, fast_loader(val_dl, acc))
         try:
             cbs = CallbackList([] if quiet else [ProgressBar()], model=self)
             logs = self._make_epoch_runner(net, "val", None, cbs)(val_dl)
@@ -289,7 +306,7 @@ class KerasModel:
             data = torch.utils.data.TensorDataset(as_tensor(data, "data"))
         loader = as_dataloader(data, batch_size=batch_size, shuffle=False, name="data")
         acc = self._accelerator_for(*(self._accelerator_config or ("no", False, 1)))
-        net, loader = acc.prepare(self.net, loader)
+        net, loader = acc.prepare(self.net, fast_loader(loader, acc))
         step = self.step_runner_class(net, self.loss_fn, acc, stage="val")
         outputs = []
         try:
@@ -374,8 +391,13 @@ class KerasModel:
 
     # -- resumable state -----------------------------------------------------------------
 
-    def _save_state(self, path: str, epoch: int, cbs: CallbackList) -> None:
+    def _save_state(self, path: str, epoch: int, cbs: CallbackList, train_dl) -> None:
         acc = self.accelerator
+        extra = {"stopped": self.stop_training}
+        generator = getattr(train_dl, "synchronized_generator", None)
+        if generator is not None:
+            # under several processes Accelerate shuffles with its own generator
+            extra["loader_generator"] = generator.get_state()
         # every rank's RNG goes into rank 0's one file
         rng_states = gather_object([get_rng_state()]) if acc.num_processes > 1 \
             else [get_rng_state()]
@@ -385,10 +407,10 @@ class KerasModel:
                 lr_scheduler=self.lr_scheduler, scaler=acc.scaler,
                 history_rows=[], callback_states=[
                     {"class": type(cb).__name__, "state": cb.state_dict()} for cb in cbs],
-                rng_states=rng_states)
+                rng_states=rng_states, extra=extra)
         acc.wait_for_everyone()
 
-    def _load_state(self, path: str, cbs: CallbackList) -> int:
+    def _load_state(self, path: str, cbs: CallbackList, train_dl) -> int:
         """Restore a saved state; returns the number of epochs already done."""
         state = load_training_state(path)
         self.unwrapped_net.load_state_dict(state["net"])
@@ -406,6 +428,15 @@ class KerasModel:
                               f"position {i}; it starts fresh", UserWarning, stacklevel=3)
         rng = state["rng"]
         set_rng_state(rng[min(self.accelerator.process_index, len(rng) - 1)])
+        generator = getattr(train_dl, "synchronized_generator", None)
+        if generator is not None and "loader_generator" in state["extra"]:
+            generator.set_state(state["extra"]["loader_generator"])
+        if state["extra"].get("stopped"):
+            # the saved run had finished by early stopping: resuming must not train on
+            self.stop_training = True
+            warnings.warn(f"resume: the saved run stopped early after epoch {state['epoch']}; "
+                          "nothing left to train (fit without resume to train further)",
+                          UserWarning, stacklevel=3)
         return int(state["epoch"])
 
     def _check_scheduler(self, epochs: int, steps_per_epoch: Optional[int],
@@ -431,7 +462,8 @@ class KerasModel:
                     f"{self.lr_scheduler_interval!r}); pass lr_scheduler_interval='step' "
                     "with total_steps=epochs*len(train_loader), or fewer epochs")
 
-    def _fit_callbacks(self, history, ckpt_path, monitor, mode, patience, quiet, plot, extra):
+    def _fit_callbacks(self, history, ckpt_path, monitor, mode, patience, quiet, plot, extra,
+                       log_dir=None, arguments=None):
         cbs: list = [history]
         if patience is not None:
             cbs.append(EarlyStopping(monitor, patience=patience, mode=mode))
@@ -440,12 +472,17 @@ class KerasModel:
             cbs.append(ProgressBar())
         if plot:
             from .callbacks.live_plot import LivePlot
-            cbs.append(LivePlot())
+            # with log_dir the run directory's curves.png is the picture outside notebooks
+            cbs.append(LivePlot(path=None if log_dir is not None else "curves.png"))
         if extra is not None:
             if isinstance(extra, Callback) or not isinstance(extra, Iterable):
                 raise TypeError(f"callbacks must be a list of Callback objects; received "
                                 f"{type(extra).__name__}")
             cbs.extend(extra)
+        if log_dir is not None:  # last: its confusion matrix sees the restored best weights
+            from .callbacks.run_directory import RunDirectory
+            cbs.append(RunDirectory(log_dir, monitor=monitor, mode=mode, arguments=arguments,
+                                    save_best=ckpt_path is not None))
         return cbs
 
     def expected_columns(self, has_val: bool) -> list:
@@ -481,7 +518,7 @@ _FIT_KEYWORDS = (
     "train_data", "val_data", "epochs", "ckpt_path", "patience", "monitor", "mode",
     "callbacks", "plot", "quiet", "mixed_precision", "cpu", "gradient_accumulation_steps",
     "max_grad_norm", "batch_size", "shuffle", "resume", "state_path", "save_state_every",
-    "skip_nonfinite")
+    "skip_nonfinite", "fast_data", "compile", "log_dir")
 
 
 def _state_paths(ckpt_path, state_path, resume, save_state_every):

@@ -1,6 +1,9 @@
 """Run under torchrun by test_distributed.py: fit, evaluate and predict on 2 CPU processes.
 
+    ddp_script.py OUT [--epochs N] [--resume] [--crash]
+
 Each rank writes what it saw to <out>/rank<k>.json; rank 0 also writes the final weights.
+--crash makes rank 1's loss raise on its first batch.
 """
 
 import json
@@ -22,7 +25,7 @@ def data(n, seed):
     return x, y
 
 
-def main(out):
+def main(out, epochs=3, resume=False, crash=False):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
     xt, yt = data(96, 1)
@@ -33,8 +36,14 @@ def main(out):
                        optimizer=torch.optim.SGD(net.parameters(), lr=0.1))
     train_dl = DataLoader(TensorDataset(xt, yt), batch_size=8, shuffle=True)
     val_dl = DataLoader(TensorDataset(xv, yv), batch_size=8)
-    df = model.fit(train_dl, val_dl, epochs=3, ckpt_path=os.path.join(out, "best.pt"),
-                   monitor="val_acc", mode="max", patience=1, quiet=True)
+    rank = int(os.environ["RANK"])
+    if crash and rank == 1:
+        def failing_loss(preds, labels):
+            raise RuntimeError("injected failure on rank 1")
+
+        model.loss_fn = failing_loss
+    df = model.fit(train_dl, val_dl, epochs=epochs, ckpt_path=os.path.join(out, "best.pt"),
+                   monitor="val_acc", mode="max", patience=1, quiet=True, resume=resume)
     logs = model.evaluate(val_dl, quiet=True)
     preds = model.predict(val_dl)
     rank = model.accelerator.process_index
@@ -47,4 +56,6 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    args = sys.argv[1:]
+    epochs = int(args[args.index("--epochs") + 1]) if "--epochs" in args else 3
+    main(args[0], epochs, resume="--resume" in args, crash="--crash" in args)

@@ -61,3 +61,25 @@ def test_distributed_validation_equals_single_process_evaluation(ddp_run):
     preds = torch.tensor(r0["preds"])
     assert preds.shape == (37, 3)  # no padding duplicates
     torch.testing.assert_close(preds, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_under_two_processes_matches_the_straight_run(ddp_run, tmp_path):
+    _, (straight, _) = ddp_run
+    first = _torchrun(tmp_path, "--epochs", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = _torchrun(tmp_path, "--epochs", "3", "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
+    assert resumed[0]["history"] == resumed[1]["history"] == straight["history"]
+    out, _ = ddp_run
+    a = torch.load(out / "final.pt", weights_only=True)
+    b = torch.load(tmp_path / "final.pt", weights_only=True)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_an_exception_on_one_rank_ends_all_ranks_with_the_error_shown(tmp_path):
+    proc = _torchrun(tmp_path, "--crash", timeout=120)  # a hang would hit the timeout
+    assert proc.returncode != 0
+    assert "injected failure on rank 1" in proc.stdout + proc.stderr
+    assert not (tmp_path / "rank0.json").exists()
