@@ -1,27 +1,51 @@
 """kerastorch: a Keras-style high-level trainer for PyTorch, built on Accelerate."""
 
-from . import callbacks, metrics
-from .callbacks import Callback, EarlyStopping, ModelCheckpoint, ProgressBar
+from . import callbacks, losses, metrics
+from .callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    LearningRateMonitor,
+    LivePlot,
+    ModelCheckpoint,
+    ProgressBar,
+    RunDirectory,
+    TensorBoard,
+    TerminateOnNaN,
+    WandbLogger,
+)
+from .experiments import compare_losses
 from .history import History
 from .kerasmodel import KerasModel
-from .plots import plot_history
+from .plots import plot_confusion_matrix, plot_history, plot_predictions
 from .runners import EpochRunner, StepRunner
 from .summary import summary
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CSVLogger",
     "Callback",
     "EarlyStopping",
     "EpochRunner",
     "History",
     "KerasModel",
+    "LearningRateMonitor",
+    "LivePlot",
     "ModelCheckpoint",
     "ProgressBar",
+    "RunDirectory",
     "StepRunner",
-    "callbacks",
-    "metrics",
-    "plot_history",
-    "summary",
+    "TensorBoard",
+    "TerminateOnNaN",
+    "WandbLogger",
     "__version__",
+    "callbacks",
+    "compare_losses",
+    "losses",
+    "metrics",
+    "plot_confusion_matrix",
+    "plot_history",
+    "plot_predictions",
+    "summary",
 ]

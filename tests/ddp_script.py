@@ -50,6 +50,8 @@ def main(out, epochs=3, resume=False, crash=False):
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"history": df.to_dict(orient="list"), "evaluate": logs,
                    "num_processes": model.accelerator.num_processes,
+                   "loss_fn": type(model.loss_fn).__name__,
+                   "metric_types": sorted({type(m).__name__ for m in model.metrics_dict.values()}),
                    "preds": preds.tolist()}, f)
     if rank == 0:
         torch.save(model.net.state_dict(), os.path.join(out, "final.pt"))

@@ -35,6 +35,8 @@ def ddp_run(tmp_path_factory):
 def test_two_processes_train_and_agree_on_history(ddp_run):
     out, (r0, r1) = ddp_run
     assert r0["num_processes"] == r1["num_processes"] == 2
+    # only the net is wrapped for DDP; the loss and metric modules are used as given
+    assert r0["loss_fn"] == "CrossEntropyLoss" and r0["metric_types"] == ["MulticlassAccuracy"]
     assert r0["history"] == r1["history"]
     assert list(r0["history"]) == ["epoch", "train_loss", "train_acc", "lr", "val_loss", "val_acc"]
     assert r0["evaluate"] == r1["evaluate"]

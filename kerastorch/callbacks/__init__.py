@@ -5,6 +5,13 @@ from .checkpoint import ModelCheckpoint
 from .early_stopping import EarlyStopping
 from .monitor import MonitorCallback
 from .progress import ProgressBar
+from .csv_logger import CSVLogger
+from .live_plot import LivePlot
+from .lr_monitor import LearningRateMonitor
+from .run_directory import RunDirectory
+from .tensorboard import TensorBoard
+from .terminate_on_nan import TerminateOnNaN
+from .wandb_logger import WandbLogger
 
 __all__ = [
     "Callback",
@@ -13,4 +20,11 @@ __all__ = [
     "ModelCheckpoint",
     "MonitorCallback",
     "ProgressBar",
+    "CSVLogger",
+    "LivePlot",
+    "LearningRateMonitor",
+    "RunDirectory",
+    "TensorBoard",
+    "TerminateOnNaN",
+    "WandbLogger",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Optional, Union
 
 from ..files import atomic_save, cpu_state_dict
 from .monitor import MonitorCallback
@@ -27,6 +28,11 @@ class ModelCheckpoint(MonitorCallback):
         restore_best_weights: load the best weights back into the net when ``fit``
             ends (from a CPU copy held in memory, so every process restores the same
             weights without reading the file). Defaults to False.
+        save_last: also write the latest weights after every epoch, for resuming:
+            True writes ``last.pt`` next to ``filepath`` (``last<ext>`` when the
+            pattern has an extension), a str is the path (it may use the same format
+            fields). Costs one device-to-CPU copy of the weights per epoch. Defaults
+            to False.
 
     Example:
         >>> cb = ModelCheckpoint(None, monitor="val_acc", mode="max")
@@ -36,11 +42,13 @@ class ModelCheckpoint(MonitorCallback):
 
     def __init__(self, filepath: Optional[str] = "checkpoint", monitor: str = "val_loss",
                  mode: str = "min", *, save_best_only: bool = True,
-                 restore_best_weights: bool = False, min_delta: float = 0.0):
+                 restore_best_weights: bool = False, min_delta: float = 0.0,
+                 save_last: Union[bool, str] = False):
         super().__init__(monitor, mode, min_delta=min_delta)
         self.filepath = filepath
         self.save_best_only = save_best_only
         self.restore_best_weights = restore_best_weights
+        self.last_path = _last_path(filepath, save_last)
 
     def reset(self) -> None:
         super().reset()
@@ -57,6 +65,9 @@ class ModelCheckpoint(MonitorCallback):
 
     def on_epoch_end(self, epoch, logs=None):
         improved = self.update_best(epoch, logs)
+        if self.last_path is not None and self.model.is_main_process:
+            atomic_save(cpu_state_dict(self.model.unwrapped_net),
+                        self.last_path.format(**{**logs, "epoch": epoch}))
         if not improved and self.save_best_only:
             return
         net = self.model.unwrapped_net
@@ -71,3 +82,22 @@ class ModelCheckpoint(MonitorCallback):
     def on_fit_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
             self.model.unwrapped_net.load_state_dict(self.best_weights)
+
+
+def _last_path(filepath: Optional[str], save_last: Union[bool, str]) -> Optional[str]:
+    if isinstance(save_last, str):
+        return save_last
+    if not isinstance(save_last, bool):
+        raise TypeError(f"save_last must be a bool or a str path; received "
+                        f"{type(save_last).__name__}")
+    if not save_last:
+        return None
+    if filepath is None:
+        raise ValueError("save_last=True names last.pt after filepath, which is None; pass "
+                         "save_last='path/to/last.pt' or a filepath")
+    ext = os.path.splitext(filepath)[1] or ".pt"
+    path = os.path.join(os.path.dirname(filepath), "last" + ext)
+    if os.path.normpath(path) == os.path.normpath(filepath):
+        raise ValueError(f"save_last=True would write {path!r}, which is filepath itself; "
+                         "pass save_last='another/path.pt'")
+    return path

@@ -1,8 +1,9 @@
-"""Live training curves: a matplotlib figure redrawn each epoch."""
+"""Live training curves: a matplotlib figure redrawn as epochs end."""
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Optional
 
 from .base import Callback
@@ -11,56 +12,104 @@ __all__ = ["LivePlot"]
 
 
 def _in_notebook() -> bool:
+    """Whether the code runs in a Jupyter kernel (notebook, lab, Colab, VS Code)."""
     try:
         from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    # a kernel-backed shell has a kernel; the terminal IPython shell does not
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 class LivePlot(Callback):
-    """Plot every history column (train vs val per quantity) after each epoch.
+    """Plot every history column (train vs val per quantity) as epochs end.
 
-    In a Jupyter notebook the figure is redrawn in place; elsewhere it is written
-    to ``path`` as a PNG. Only the main process draws. Needs matplotlib.
+    In a Jupyter notebook one picture is shown and updated in place (through an
+    IPython display handle, as a PNG, so it works with any matplotlib backend);
+    elsewhere the figure is written to ``path`` as a PNG (through a temporary file
+    and a rename, so a viewer never sees half a picture). Drawing costs a few
+    tenths of a second, so it happens at most once per ``refresh_interval``
+    seconds, and always after the last epoch. Each fit starts a new picture. Only
+    the main process draws. Needs matplotlib. ``fit(..., plot=True)`` adds one.
 
     Args:
-        path: PNG file written outside notebooks. Defaults to "curves.png".
+        path: PNG file written outside notebooks; None writes nothing there.
+            Defaults to "curves.png".
+        refresh_interval: minimum seconds between two redraws. Defaults to 1.0.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "curves.png")
+        >>> plot = LivePlot(path, refresh_interval=0)
+        >>> plot.on_fit_begin()
+        >>> plot.on_epoch_end(1, {"epoch": 1, "train_loss": 0.9, "val_loss": 1.0})
+        >>> plot.draws, os.path.isfile(path)
+        (1, True)
     """
 
-    def __init__(self, path: Optional[str] = "curves.png"):
-        self.path = path
+    def __init__(self, path: Optional[str] = "curves.png", *, refresh_interval: float = 1.0):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str path or None; received {type(path).__name__}")
+        if not isinstance(refresh_interval, (int, float)) or refresh_interval < 0:
+            raise ValueError(f"refresh_interval must be a number >= 0; received "
+                             f"{refresh_interval!r}")
+        self.path = None if path is None else os.fspath(path)
+        self.refresh_interval = refresh_interval
         self.rows: list = []
+        self.draws = 0
         self._handle = None
+        self._last_draw: Optional[float] = None
+        self._drawn_rows = 0
+
+    def _enabled(self) -> bool:
+        return self.model is None or getattr(self.model, "is_main_process", True)
 
     def on_fit_begin(self, logs=None):
-        self.rows = []
-        self._handle = None
+        # reset for reuse: a second fit gets its own picture
+        self.rows, self.draws, self._handle = [], 0, None
+        self._last_draw, self._drawn_rows = None, 0
         try:
             import matplotlib  # noqa: F401
         except ImportError as exc:
-            raise ImportError("fit(plot=True) needs matplotlib: pip install matplotlib") from exc
+            raise ImportError("LivePlot (fit(plot=True)) needs matplotlib: "
+                              "pip install matplotlib") from exc
+
+    def state_dict(self) -> dict:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = [dict(r) for r in state["rows"]]  # a resumed fit draws the whole run
 
     def on_epoch_end(self, epoch, logs=None):
-        self.rows.append(dict(logs))
-        if self.model is not None and not self.model.is_main_process:
+        self.rows.append(dict(logs or {}))
+        now = time.monotonic()
+        if self._last_draw is None or now - self._last_draw >= self.refresh_interval:
+            self._draw()
+
+    def on_fit_end(self, logs=None):
+        if self._drawn_rows < len(self.rows):  # the last epochs came faster than the interval
+            self._draw()
+
+    def _draw(self) -> None:
+        self._last_draw = time.monotonic()
+        self._drawn_rows = len(self.rows)
+        notebook = _in_notebook()
+        if not self._enabled() or (not notebook and self.path is None):
             return
         import pandas as pd
 
-        from ..plots import plot_history
+        from ..plots import _figure_png, _history_figure, _save_png
 
-        fig = plot_history(pd.DataFrame(self.rows))
-        if _in_notebook():
-            from IPython.display import display
+        fig = _history_figure(pd.DataFrame(self.rows))
+        if notebook:
+            from IPython.display import Image, display
 
+            image = Image(data=_figure_png(fig), format="png")
             if self._handle is None:
-                self._handle = display(fig, display_id=True)
+                self._handle = display(image, display_id=True)
             else:
-                self._handle.update(fig)
-        elif self.path is not None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            fig.savefig(self.path)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+                self._handle.update(image)
+        else:
+            _save_png(fig, self.path)
+        self.draws += 1

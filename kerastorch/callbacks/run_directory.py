@@ -1,0 +1,300 @@
+"""A timestamped run directory: log.log, hparams.json, history, curves, checkpoint, TensorBoard."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Optional, Sequence
+
+from .base import Callback, CallbackList
+from .checkpoint import ModelCheckpoint
+from .csv_logger import CSVLogger
+from .monitor import MonitorCallback, check_mode
+from .progress import _fmt
+from .tensorboard import TensorBoard
+
+__all__ = ["RunDirectory"]
+
+RUN_LOGGER = "kerastorch.run"
+
+
+def _epoch_line(epoch: int, epochs: Optional[int], logs: dict) -> str:
+    """The epoch's summary as the progress bar ends it: ``Epoch 2/10: train_loss=0.41, ...``."""
+    values = ", ".join(f"{k}={_fmt(v)}" for k, v in logs.items() if k != "epoch")
+    return f"Epoch {epoch}/{epochs}: {values}" if epochs else f"Epoch {epoch}: {values}"
+
+
+class RunDirectory(Callback):
+    """Give each ``fit`` its own folder ``log_dir/<YYYYmmdd-HHMMSS>`` and fill it.
+
+    ``fit(..., log_dir="runs")`` adds one. The folder (``path``) holds:
+
+    * ``log.log``: the run's lines through :mod:`logging` (logger ``kerastorch.run``):
+      the folder, then one line per epoch, the same row the progress bar ends each
+      epoch with (``Epoch 2/10: train_loss=0.4123, ...``), then the best epoch.
+      Warnings of other ``kerastorch`` loggers (e.g. :class:`TerminateOnNaN`) land
+      there too. The terminal keeps showing only the progress bar: ``kerastorch.run``
+      does not propagate; add a handler to it to also see the lines elsewhere.
+    * ``hparams.json``: ``fit``'s arguments, the optimizer (class and every param
+      group's settings), the scheduler, loss, metrics, the net's repr and parameter
+      counts, the device, and the versions of Python, torch, kerastorch, accelerate,
+      torchmetrics, numpy and pandas.
+    * ``history.csv``: rewritten after every epoch (:class:`CSVLogger`); equals the
+      DataFrame ``fit`` returns.
+    * ``events.out.tfevents.*``: every history column as a TensorBoard scalar
+      (:class:`TensorBoard`), when the ``tensorboard`` package is installed.
+    * ``curves.png``: loss and each metric, train vs val
+      (:func:`kerastorch.plot_history`), rewritten every ``plot_interval`` seconds
+      at most and after the last epoch (drawing costs a few tenths of a second).
+    * ``best.pt``: the best weights by ``monitor``, written when they improve.
+    * ``confusion_matrix.png`` and ``classification_report.csv`` when the task is
+      classification (see :func:`kerastorch.run_directory.classification_predictions`
+      for how that is detected), from one pass over the validation data after the
+      fit ends, so with the best weights that ``fit`` restores. Written only when
+      the fit was not interrupted; they need scikit-learn (without it they are
+      skipped, with a note in ``log.log``).
+
+    Only the main process writes; a callback reused across fits makes one folder
+    per fit.
+
+    Args:
+        log_dir: the parent folder, created if needed. Defaults to "runs".
+        monitor: the column deciding ``best.pt``. Defaults to "val_loss".
+        mode: "min" or "max". Defaults to "min".
+        save_best: write ``best.pt``. Defaults to True.
+        val_data: data for the confusion matrix (the kinds ``fit`` accepts); None
+            uses ``arguments["val_data"]``. Defaults to None.
+        class_names: class names for the confusion matrix and the report; None uses
+            the class indices. Defaults to None.
+        arguments: ``fit``'s arguments, recorded in ``hparams.json``. Defaults to None.
+        tensorboard: write TensorBoard events: None when the package is installed,
+            True always (an ImportError without it), False never. Defaults to None.
+        plot_interval: minimum seconds between two rewrites of ``curves.png``.
+            Defaults to 5.0.
+
+    Attributes:
+        path: the folder of the current (or last) fit; None on other processes.
+    """
+
+    def __init__(self, log_dir: str = "runs", *, monitor: str = "val_loss", mode: str = "min",
+                 save_best: bool = True, val_data: Any = None,
+                 class_names: Optional[Sequence[str]] = None, arguments: Optional[dict] = None,
+                 tensorboard: Optional[bool] = None, plot_interval: float = 5.0):
+        if not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(f"log_dir must be a str or os.PathLike path; received "
+                            f"{type(log_dir).__name__}")
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a str column name; received "
+                            f"{type(monitor).__name__}")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise TypeError(f"arguments must be a dict or None; received "
+                            f"{type(arguments).__name__}")
+        if tensorboard not in (None, True, False):
+            raise ValueError(f"tensorboard must be None, True or False; received "
+                             f"{tensorboard!r}")
+        self.log_dir = os.fspath(log_dir)
+        self.monitor, self.mode = monitor, check_mode(mode)
+        self.save_best = save_best
+        self.val_data = val_data
+        self.class_names = None if class_names is None else list(class_names)
+        self.arguments = dict(arguments or {})
+        self.tensorboard = tensorboard
+        self.plot_interval = plot_interval
+        self.path: Optional[str] = None
+        self.rows: list = []
+        self._children: Optional[CallbackList] = None
+        self._handler: Optional[logging.Handler] = None
+        self._in_epoch = False
+        self._last_plot: Optional[float] = None
+        self._notes: set = set()
+        self._plotted_rows = 0
+        self.log = logging.getLogger(RUN_LOGGER)
+
+    def _enabled(self) -> bool:
+        return self.model is None or getattr(self.model, "is_main_process", True)
+
+    # -- hooks ---------------------------------------------------------------------
+
+    def on_fit_begin(self, logs=None):
+        # reset for reuse: every fit gets a fresh folder
+        self.path, self.rows, self._children = None, [], None
+        self._in_epoch, self._last_plot, self._notes = False, None, set()
+        self._plotted_rows = 0
+        if not self._enabled():
+            return
+        from ..run_directory import new_run_dir
+
+        self.path = new_run_dir(self.log_dir)
+        self._open_log()
+        self.log.info("run directory %s", self.path)
+        self._write_hparams()
+        self._children = CallbackList(self._make_children(), model=self.model)
+        self._children.call("on_fit_begin", logs)
+        self._last_plot = time.monotonic()  # the first curves.png after plot_interval seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._in_epoch = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._in_epoch = False
+        self.rows.append(dict(logs or {}))
+        if self._children is None:
+            return
+        self.log.info(_epoch_line(epoch, getattr(self.model, "epochs", None), logs or {}))
+        self._children.call("on_epoch_end", epoch, logs)
+        if time.monotonic() - self._last_plot >= self.plot_interval:
+            self._write_curves()
+
+    def on_fit_end(self, logs=None):
+        if self._children is None:
+            self._close_log()
+            return
+        try:
+            self._children.call("on_fit_end", logs)
+            if self._plotted_rows < len(self.rows):  # not drawn since the last epoch
+                self._write_curves()
+            if self._finished():
+                self._write_classification()
+            self._log_best()
+        finally:
+            self._close_log()
+
+    def state_dict(self) -> dict:
+        children = [] if self._children is None else [cb.state_dict() for cb in self._children]
+        return {"rows": [dict(r) for r in self.rows], "children": children}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = [dict(r) for r in state["rows"]]
+        if self._children is None:
+            return
+        for cb, saved in zip(self._children, state["children"]):
+            cb.load_state_dict(saved)
+        # a resumed run gets a new folder: replay the restored epochs so that its log and
+        # TensorBoard events cover the whole run, as history.csv does
+        epochs = getattr(self.model, "epochs", None)
+        for row in self.rows:
+            self.log.info("%s (restored)", _epoch_line(row.get("epoch"), epochs, row))
+            for cb in self._children:
+                if isinstance(cb, TensorBoard):
+                    cb.on_epoch_end(row.get("epoch"), row)
+        self.log.info("resumed after epoch %s", self.rows[-1]["epoch"] if self.rows else 0)
+
+    # -- pieces --------------------------------------------------------------------
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def _open_log(self) -> None:
+        self._handler = logging.FileHandler(self._file("log.log"), encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.log.setLevel(logging.INFO)
+        self.log.propagate = False  # the terminal shows the progress bar, not these lines
+        self.log.addHandler(self._handler)
+        logging.getLogger("kerastorch").addHandler(self._handler)  # other kerastorch warnings
+
+    def _close_log(self) -> None:
+        if self._handler is None:
+            return
+        self.log.removeHandler(self._handler)
+        logging.getLogger("kerastorch").removeHandler(self._handler)
+        self._handler.close()
+        self._handler = None
+
+    def _write_hparams(self) -> None:
+        from ..run_directory import (describe_fit_arguments, describe_model, versions,
+                                     write_json)
+
+        hparams = {"run_dir": self.path, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                   "monitor": self.monitor, "mode": self.mode,
+                   "fit": describe_fit_arguments(self.arguments),
+                   **describe_model(self.model), "versions": versions()}
+        write_json(hparams, self._file("hparams.json"))
+
+    def _make_children(self) -> list:
+        children: list = [CSVLogger(self._file("history.csv"))]
+        if self.tensorboard is not False:
+            try:
+                import tensorboard  # noqa: F401
+                children.append(TensorBoard(self.path))
+            except ImportError:
+                if self.tensorboard:
+                    raise ImportError("RunDirectory(tensorboard=True) needs the tensorboard "
+                                      "package: pip install tensorboard") from None
+                self.log.info("note: tensorboard is not installed; no TensorBoard events")
+        if self.save_best:
+            children.append(ModelCheckpoint(self._file("best.pt"), self.monitor, self.mode))
+        return children
+
+    def _write_curves(self) -> None:
+        import pandas as pd
+
+        from ..plots import _history_figure, _save_png
+
+        self._last_plot, self._plotted_rows = time.monotonic(), len(self.rows)
+        try:
+            fig = _history_figure(pd.DataFrame(self.rows))
+        except ImportError:
+            self._note_once("matplotlib is not installed: no curves.png or confusion_matrix.png")
+            return
+        _save_png(fig, self._file("curves.png"))
+
+    def _finished(self) -> bool:
+        """True when fit ran its epochs (or stopped early) without an error or interrupt."""
+        return bool(self.rows) and not self._in_epoch and \
+            not getattr(self.model, "interrupted", False)
+
+    def _write_classification(self) -> None:
+        from ..run_directory import classification_predictions, classification_report_frame
+
+        val_data = self.val_data if self.val_data is not None else self.arguments.get("val_data")
+        if val_data is None:
+            self.log.info("note: no val_data, so no confusion matrix")
+            return
+        result = classification_predictions(self.model, val_data,
+                                            batch_size=self.arguments.get("batch_size", 32))
+        if isinstance(result, str):
+            self.log.info("note: not a classification task (%s): no confusion matrix", result)
+            return
+        y_true, y_pred, classes = result
+        names = self.class_names
+        if names is not None and len(names) != classes:
+            raise ValueError(f"class_names has {len(names)} names but the net predicts "
+                             f"{classes} classes; pass one name per class")
+        try:
+            from sklearn.metrics import confusion_matrix
+        except ImportError:
+            self.log.info("note: scikit-learn is not installed: confusion_matrix.png and "
+                          "classification_report.csv skipped (pip install scikit-learn)")
+            return
+        matrix = confusion_matrix(y_true, y_pred, labels=list(range(classes)))
+        classification_report_frame(y_true, y_pred, classes, names).to_csv(
+            self._file("classification_report.csv"))
+        try:
+            from ..plots import _confusion_figure, _save_png
+
+            _save_png(_confusion_figure(matrix, names, title="Confusion matrix (val_data)"),
+                      self._file("confusion_matrix.png"))
+        except ImportError:
+            self._note_once("matplotlib is not installed: no curves.png or confusion_matrix.png")
+        self.log.info("confusion matrix (rows true, columns predicted): %s",
+                      matrix.tolist())
+
+    def _best_epoch(self) -> Optional[int]:
+        """The epoch a checkpoint calls best (same rules: NaN never best, ties keep the first)."""
+        judge = MonitorCallback(self.monitor, self.mode)
+        for row in self.rows:
+            if self.monitor in row:
+                judge.update_best(row.get("epoch"), row)
+        return judge.best_epoch
+
+    def _log_best(self) -> None:
+        best = self._best_epoch()
+        if best is not None:
+            row = next(r for r in self.rows if r.get("epoch") == best)
+            self.log.info("best %s=%s at epoch %s", self.monitor, _fmt(row[self.monitor]), best)
+
+    def _note_once(self, message: str) -> None:
+        if message not in self._notes:
+            self._notes.add(message)
+            self.log.info("note: %s", message)
