@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import sys
 import warnings
 from typing import Any, Iterable, Optional
 
@@ -244,7 +245,10 @@ class KerasModel:
                           UserWarning, stacklevel=2)
         finally:
             try:
-                cbs.call("on_fit_end", {})
+                cbs.call("on_fit_end", {"epochs_completed": len(history.rows),
+                                        "stopped_early": self.stop_training,
+                                        "interrupted": self.interrupted,
+                                        "error": sys.exc_info()[1]})
             finally:
                 self.history = history.to_frame()
                 acc.unwrap_model(net, keep_fp32_wrapper=False)
@@ -387,7 +391,8 @@ class KerasModel:
             optimizer=optimizer, lr_scheduler=self.lr_scheduler if stage == "train" else None,
             max_grad_norm=max_grad_norm, lr_scheduler_interval=self.lr_scheduler_interval,
             skip_nonfinite=skip_nonfinite)
-        return self.epoch_runner_class(step, cbs, interrupt=interrupt)
+        return self.epoch_runner_class(step, cbs, interrupt=interrupt,
+                                       should_stop=lambda: self.stop_training)
 
     # -- resumable state -----------------------------------------------------------------
 

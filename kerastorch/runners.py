@@ -269,16 +269,21 @@ class EpochRunner:
         callbacks: a ``CallbackList`` for the batch hooks. Defaults to None.
         interrupt: an object whose ``requested`` flag, once set, stops the pass
             after the current batch with ``KeyboardInterrupt``. Defaults to None.
+        should_stop: called after each batch; True ends the pass there and the epoch's
+            logs cover the batches run (a callback setting ``model.stop_training``
+            mid-epoch, as in Keras). Defaults to None.
 
     Returns:
         ``__call__(loader)`` returns a dict of floats keyed ``"<stage>_<name>"``.
     """
 
-    def __init__(self, step_runner: StepRunner, callbacks=None, interrupt=None):
+    def __init__(self, step_runner: StepRunner, callbacks=None, interrupt=None,
+                 should_stop=None):
         self.step_runner = step_runner
         self.stage = step_runner.stage
         self.callbacks = callbacks
         self.interrupt = interrupt
+        self.should_stop = should_stop
 
     def __call__(self, dataloader) -> dict:
         step_runner, stage = self.step_runner, self.stage
@@ -304,6 +309,8 @@ class EpochRunner:
                 self.callbacks.call(f"on_{stage}_batch_end", steps - 1, step_logs)
             if self.interrupt is not None and self.interrupt.requested:
                 raise KeyboardInterrupt(f"interrupted after {stage} step {steps - 1}")
+            if self.should_stop is not None and self.should_stop():
+                break
         if steps == 0:
             raise ValueError(f"the {stage} loader yielded no batches; it must yield at least one")
         logs = self._epoch_means(sums, count)

@@ -245,3 +245,45 @@ def test_public_api_is_what_all_lists():
     for name in kerastorch.__all__:
         assert hasattr(kerastorch, name)
     assert {"KerasModel", "StepRunner", "EpochRunner", "callbacks"} <= set(kerastorch.__all__)
+
+
+def test_stop_training_set_mid_epoch_ends_the_epoch_after_that_batch(recorder):
+    class StopAtStep(Callback):
+        def on_train_batch_end(self, step, logs=None):
+            if step == 1:
+                self.model.stop_training = True
+
+    x, y = make_classification(n=40)
+    net = TinyNet()
+    model = KerasModel(net, nn.CrossEntropyLoss(), optimizer=torch.optim.SGD(net.parameters(), 0))
+    df = model.fit(loader(x, y, 8), epochs=3, ckpt_path=None, quiet=True,
+                   callbacks=[StopAtStep(), recorder])
+    assert df["epoch"].tolist() == [1]
+    assert [c for c in recorder.calls if c[0] == "on_train_batch_end"] == [
+        ("on_train_batch_end", 0), ("on_train_batch_end", 1)]
+    with torch.no_grad():  # the epoch's loss covers the 16 samples it ran
+        assert df["train_loss"][0] == pytest.approx(
+            nn.functional.cross_entropy(net(x[:16]), y[:16]).item(), rel=1e-6)
+
+
+def test_on_fit_end_says_how_the_fit_ended_and_logs_are_private_per_callback():
+    ends, seen = [], []
+
+    class Vandal(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["train_loss"] = -1.0
+
+    class Watcher(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(logs["train_loss"])
+
+        def on_fit_end(self, logs=None):
+            ends.append(logs)
+
+    x, y = make_classification(n=16)
+    model = KerasModel(TinyNet(), nn.CrossEntropyLoss())
+    df = model.fit(loader(x, y), epochs=2, ckpt_path=None, quiet=True,
+                   callbacks=[Vandal(), Watcher()])
+    assert seen == df["train_loss"].tolist() and -1.0 not in seen
+    assert ends == [{"epochs_completed": 2, "stopped_early": False, "interrupted": False,
+                     "error": None}]

@@ -55,7 +55,11 @@ class Callback:
         """Called once before the first epoch."""
 
     def on_fit_end(self, logs: Optional[dict] = None) -> None:
-        """Called once after the last epoch, also after an error or interrupt."""
+        """Called once after the last epoch, also after an error or interrupt.
+
+        ``logs`` holds ``epochs_completed``, ``stopped_early``, ``interrupted`` and
+        ``error`` (the exception ending the fit, or None).
+        """
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         """Called at the start of each epoch (1-based)."""
@@ -104,9 +108,12 @@ class CallbackList:
         return bool(self._by_hook[hook])
 
     def call(self, hook: str, *args: Any) -> None:
+        copy_logs = hook not in BATCH_HOOKS and args and isinstance(args[-1], dict)
         for cb in self._by_hook[hook]:
+            # a copy each: a callback that edits its logs cannot change what others see
+            call_args = (*args[:-1], dict(args[-1])) if copy_logs else args
             try:
-                getattr(cb, hook)(*args)
+                getattr(cb, hook)(*call_args)
             except BaseException as exc:
                 _add_note(exc, f"raised in callback {type(cb).__name__}.{hook}")
                 raise
