@@ -7,7 +7,7 @@ import difflib
 import os
 import sys
 import warnings
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 import pandas as pd
 import torch

@@ -8,12 +8,12 @@ never open a window, need no ``plt.close`` and are safe outside the main thread.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+
+from .files import atomic_open
 
 __all__ = ["plot_history", "plot_confusion_matrix", "plot_predictions"]
 
@@ -265,15 +265,5 @@ def _save_png(fig, path: str, dpi: int = 100) -> None:
     An image viewer (or a test) watching ``path`` never sees half a picture.
     """
     data = _figure_png(fig, dpi)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        f.write(data)

@@ -12,12 +12,13 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from typing import Any, Optional
 
 import numpy as np
 import torch
+
+from .files import atomic_open
 
 __all__ = ["new_run_dir", "describe_model", "describe_fit_arguments", "versions",
            "write_json", "classification_predictions", "classification_report_frame"]
@@ -125,16 +126,8 @@ def describe_fit_arguments(arguments: dict) -> dict:
 def write_json(obj: Any, path: str) -> None:
     """Write ``obj`` as indented JSON through a temporary file and a rename."""
     text = json.dumps(obj, indent=2, default=repr, allow_nan=True)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
 
 
 def _qualname(obj: Any) -> str:

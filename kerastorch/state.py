@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 import numpy as np
 import torch
 
-from .files import atomic_save
+from .files import atomic_save, load_weights_only
 
 __all__ = ["get_rng_state", "set_rng_state", "save_training_state", "load_training_state"]
 
@@ -81,17 +81,7 @@ def load_training_state(path: str) -> dict:
         FileNotFoundError: no file at ``path``.
         ValueError: the file is corrupt, holds code, or is not a training state.
     """
-    import os
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no training state file at {path!r}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"could not load training state {path!r} with weights_only=True "
-            f"({type(exc).__name__}); the file is corrupt or contains pickled code"
-        ) from exc
+    state = load_weights_only(path, "training state")
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path!r} is not a kerastorch training state (format "
                          f"{FORMAT_VERSION}); received {type(state).__name__}")

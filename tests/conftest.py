@@ -1,7 +1,5 @@
 """Shared fixtures: tiny synthetic data, a recording callback, a scripted metric."""
 
-import os
-
 import pytest
 import torch
 import torchmetrics

@@ -3,7 +3,6 @@
 import logging
 
 import pytest
-import torch
 from conftest import TinyNet, loader, make_classification
 from test_runners import _count_host_syncs
 from torch import nn

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Optional
 
 import pandas as pd
 
+from ..files import atomic_open
 from .base import Callback
 
 __all__ = ["CSVLogger"]
@@ -87,14 +87,5 @@ class CSVLogger(Callback):
 
     def _write(self) -> None:
         text = self.to_frame().to_csv(sep=self.separator, index=False)
-        directory = os.path.dirname(os.path.abspath(self.filename))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=directory)
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                f.write(text)
-            os.replace(tmp, self.filename)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_open(self.filename, "w", newline="") as f:
+            f.write(text)
