@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import copy
-import difflib
-import os
 import sys
 import warnings
 from typing import Iterable, Optional
 
 import pandas as pd
 import torch
-import torchmetrics
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import gather_object
 
 from .callbacks.base import Callback, CallbackList
+from .checks import (FIT_KEYWORDS, check_fit_args, check_metrics,
+                     check_not_empty, check_optimizer_params, check_scheduler, check_subclass,
+                     monitor_message, reject_unknown, state_paths)
 from .callbacks.checkpoint import ModelCheckpoint
 from .callbacks.early_stopping import EarlyStopping
 from .callbacks.monitor import check_mode
@@ -25,12 +23,12 @@ from .data import as_dataloader, as_tensor, fast_loader, loader_length
 from .files import atomic_save, check_writable, load_state_dict_file
 from .history import History
 from .interrupt import AbortTraining, InterruptGuard
-from .runners import EpochRunner, StepRunner, disable_metric_sync
-from .state import get_rng_state, load_training_state, save_training_state, set_rng_state
+from .metrics import fresh_metric
+from .runners import EpochRunner, StepRunner
+from .state import load_fit_state, save_fit_state
 
 __all__ = ["KerasModel"]
 
-MIXED_PRECISION = ("no", "fp16", "bf16")
 # bumped whenever any KerasModel creates an Accelerator: Accelerate's state is
 # process-wide, so a model whose Accelerator is older must build a new one
 _accelerator_generation = 0
@@ -80,13 +78,13 @@ class KerasModel:
                             f"received {type(loss_fn).__name__}")
         self.net = net
         self.loss_fn = loss_fn
-        self.metrics_dict = _check_metrics(metrics_dict)
+        self.metrics_dict = check_metrics(metrics_dict)
         if optimizer is None:
             optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
         elif not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer; received "
                             f"{type(optimizer).__name__}")
-        _check_optimizer_params(optimizer, net, loss_fn)
+        check_optimizer_params(optimizer, net, loss_fn)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         if lr_scheduler_interval not in SCHEDULER_INTERVALS:
@@ -94,9 +92,9 @@ class KerasModel:
                              f"received {lr_scheduler_interval!r}")
         self.lr_scheduler_interval = lr_scheduler_interval
         if step_runner is not None:
-            self.step_runner_class = _check_subclass(step_runner, StepRunner, "step_runner")
+            self.step_runner_class = check_subclass(step_runner, StepRunner, "step_runner")
         if epoch_runner is not None:
-            self.epoch_runner_class = _check_subclass(epoch_runner, EpochRunner, "epoch_runner")
+            self.epoch_runner_class = check_subclass(epoch_runner, EpochRunner, "epoch_runner")
         self.accelerator: Optional[Accelerator] = None
         self._accelerator_config: Optional[tuple] = None
         self._generation = -1
@@ -191,20 +189,21 @@ class KerasModel:
             TypeError, ValueError: bad arguments, detected before the first batch.
         """
         arguments = dict(locals())  # recorded in the run directory's hparams.json
-        _reject_unknown(unknown, "fit", _FIT_KEYWORDS)
+        reject_unknown(unknown, "fit", FIT_KEYWORDS)
         if not isinstance(compile, bool):
             raise TypeError(f"compile must be True or False; received {compile!r}")
-        _check_fit_args(epochs, mixed_precision, gradient_accumulation_steps, max_grad_norm,
+        check_fit_args(epochs, mixed_precision, gradient_accumulation_steps, max_grad_norm,
                         patience)
         train_dl = as_dataloader(train_data, batch_size=batch_size, shuffle=shuffle,
                                  name="train_data")
         val_dl = None if val_data is None else as_dataloader(
             val_data, batch_size=batch_size, shuffle=False, name="val_data")
-        _check_not_empty(train_dl, "train_data")
-        _check_not_empty(val_dl, "val_data")
+        check_not_empty(train_dl, "train_data")
+        check_not_empty(val_dl, "val_data")
         monitor = self._resolve_monitor(monitor, mode, has_val=val_dl is not None)
-        self._check_scheduler(epochs, loader_length(train_dl), gradient_accumulation_steps)
-        state_path, resume_path = _state_paths(ckpt_path, state_path, resume, save_state_every)
+        check_scheduler(self.lr_scheduler, self.lr_scheduler_interval, epochs,
+                        loader_length(train_dl), gradient_accumulation_steps)
+        state_path, resume_path = state_paths(ckpt_path, state_path, resume, save_state_every)
         for path in (ckpt_path, state_path):
             if path is not None:
                 check_writable(path)
@@ -226,13 +225,13 @@ class KerasModel:
         self.stop_training = self.interrupted = False
         try:
             cbs.call("on_fit_begin", {})
-            done = 0 if resume_path is None else self._load_state(resume_path, cbs, train_dl)
+            done = 0 if resume_path is None else load_fit_state(self, resume_path, cbs, train_dl)
             with guard:
                 for epoch in range(done + 1, epochs + 1 if not self.stop_training else 0):
                     self._run_epoch(epoch, cbs, train_epoch, train_dl, val_epoch, val_dl,
                                     monitor)
                     if state_path is not None and epoch % save_state_every == 0:
-                        self._save_state(state_path, epoch, cbs, train_dl)
+                        save_fit_state(self, state_path, epoch, cbs, train_dl)
                     if self.stop_training:
                         break
         except AbortTraining:
@@ -261,7 +260,7 @@ class KerasModel:
         if val_epoch is not None:
             row.update(val_epoch(val_dl))
         if monitor not in row:
-            raise ValueError(_monitor_message(monitor, sorted(row), has_val=val_dl is not None))
+            raise ValueError(monitor_message(monitor, sorted(row), has_val=val_dl is not None))
         self._step_epoch_scheduler(row[monitor])
         skipped = train_epoch.step_runner.skipped_steps
         if skipped:
@@ -286,7 +285,7 @@ class KerasModel:
         Uses the precision and device of the last ``fit`` (or full precision).
         """
         val_dl = as_dataloader(val_data, batch_size=batch_size, shuffle=False, name="val_data")
-        _check_not_empty(val_dl, "val_data")
+        check_not_empty(val_dl, "val_data")
         acc = self._accelerator_for(*(self._accelerator_config or ("no", False, 1)))
         net, val_dl = acc.prepare(self.net, fast_loader(val_dl, acc))
         try:
@@ -384,7 +383,7 @@ class KerasModel:
 
     def _make_epoch_runner(self, net, stage, optimizer, cbs, max_grad_norm=None,
                            interrupt=None, skip_nonfinite=False):
-        metrics = {name: _fresh_metric(m, self.accelerator.device, stage)
+        metrics = {name: fresh_metric(m, self.accelerator.device, stage)
                    for name, m in self.metrics_dict.items()}
         step = self.step_runner_class(
             net, self.loss_fn, self.accelerator, stage=stage, metrics_dict=metrics,
@@ -395,77 +394,6 @@ class KerasModel:
                                        should_stop=lambda: self.stop_training)
 
     # -- resumable state -----------------------------------------------------------------
-
-    def _save_state(self, path: str, epoch: int, cbs: CallbackList, train_dl) -> None:
-        acc = self.accelerator
-        extra = {"stopped": self.stop_training}
-        generator = getattr(train_dl, "synchronized_generator", None)
-        if generator is not None:
-            # under several processes Accelerate shuffles with its own generator
-            extra["loader_generator"] = generator.get_state()
-        # every rank's RNG goes into rank 0's one file
-        rng_states = gather_object([get_rng_state()]) if acc.num_processes > 1 \
-            else [get_rng_state()]
-        if acc.is_main_process:
-            save_training_state(
-                path, epoch=epoch, net=self.unwrapped_net, optimizer=self.optimizer,
-                lr_scheduler=self.lr_scheduler, scaler=acc.scaler,
-                history_rows=[], callback_states=[
-                    {"class": type(cb).__name__, "state": cb.state_dict()} for cb in cbs],
-                rng_states=rng_states, extra=extra)
-        acc.wait_for_everyone()
-
-    def _load_state(self, path: str, cbs: CallbackList, train_dl) -> int:
-        """Restore a saved state; returns the number of epochs already done."""
-        state = load_training_state(path)
-        self.unwrapped_net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.lr_scheduler is not None and state["lr_scheduler"] is not None:
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        if self.accelerator.scaler is not None and state["scaler"] is not None:
-            self.accelerator.scaler.load_state_dict(state["scaler"])
-        saved = state["callbacks"]
-        for i, cb in enumerate(cbs):
-            if i < len(saved) and saved[i]["class"] == type(cb).__name__:
-                cb.load_state_dict(saved[i]["state"])
-            elif cb.state_dict():
-                warnings.warn(f"resume: no saved state for callback {type(cb).__name__} at "
-                              f"position {i}; it starts fresh", UserWarning, stacklevel=3)
-        rng = state["rng"]
-        set_rng_state(rng[min(self.accelerator.process_index, len(rng) - 1)])
-        generator = getattr(train_dl, "synchronized_generator", None)
-        if generator is not None and "loader_generator" in state["extra"]:
-            generator.set_state(state["extra"]["loader_generator"])
-        if state["extra"].get("stopped"):
-            # the saved run had finished by early stopping: resuming must not train on
-            self.stop_training = True
-            warnings.warn(f"resume: the saved run stopped early after epoch {state['epoch']}; "
-                          "nothing left to train (fit without resume to train further)",
-                          UserWarning, stacklevel=3)
-        return int(state["epoch"])
-
-    def _check_scheduler(self, epochs: int, steps_per_epoch: Optional[int],
-                         grad_accum: int) -> None:
-        """Catch a scheduler that would fail or misbehave mid-run, before training."""
-        sched = self.lr_scheduler
-        if sched is None:
-            return
-        step_interval = self.lr_scheduler_interval == "step"
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) and step_interval:
-            raise ValueError("ReduceLROnPlateau needs the monitored value once per epoch; "
-                             "received lr_scheduler_interval='step'. Use 'epoch'")
-        total = getattr(sched, "total_steps", None)  # OneCycleLR stops after this many
-        if total is not None:
-            if step_interval and steps_per_epoch is not None:
-                needed = epochs * -(-steps_per_epoch // grad_accum)
-            else:
-                needed = epochs
-            if needed > total:
-                raise ValueError(
-                    f"{type(sched).__name__} allows total_steps={total} steps but this fit "
-                    f"would step it {needed} times (lr_scheduler_interval="
-                    f"{self.lr_scheduler_interval!r}); pass lr_scheduler_interval='step' "
-                    "with total_steps=epochs*len(train_loader), or fewer epochs")
 
     def _fit_callbacks(self, history, ckpt_path, monitor, mode, patience, quiet, plot, extra,
                        log_dir=None, arguments=None):
@@ -508,7 +436,7 @@ class KerasModel:
         custom_step = self.step_runner_class.__call__ is not StepRunner.__call__ or \
             self.step_runner_class.train_step is not StepRunner.train_step
         if monitor not in columns and not custom_step:
-            raise ValueError(_monitor_message(monitor, columns, has_val))
+            raise ValueError(monitor_message(monitor, columns, has_val))
         metric = self.metrics_dict.get(monitor.split("_", 1)[-1])
         better = getattr(metric, "higher_is_better", None)
         if better is not None and monitor != "train_loss" and (better != (mode == "max")):
@@ -519,61 +447,6 @@ class KerasModel:
         return monitor
 
 
-_FIT_KEYWORDS = (
-    "train_data", "val_data", "epochs", "ckpt_path", "patience", "monitor", "mode",
-    "callbacks", "plot", "quiet", "mixed_precision", "cpu", "gradient_accumulation_steps",
-    "max_grad_norm", "batch_size", "shuffle", "resume", "state_path", "save_state_every",
-    "skip_nonfinite", "fast_data", "compile", "log_dir")
-
-
-def _state_paths(ckpt_path, state_path, resume, save_state_every):
-    """(where to save the state, where to resume from) for fit's arguments."""
-    if not isinstance(save_state_every, int) or isinstance(save_state_every, bool) \
-            or save_state_every < 0:
-        raise ValueError(f"save_state_every must be an int >= 0; received {save_state_every!r}")
-    if state_path is None and ckpt_path is not None:
-        state_path = f"{ckpt_path}.state.pt"
-    if isinstance(resume, bool):
-        if resume and state_path is None:
-            raise ValueError("resume=True needs a state file: pass ckpt_path or state_path, "
-                             "or resume='path/to/file.state.pt'")
-        resume_path = state_path if resume and os.path.isfile(state_path) else None
-        if resume and resume_path is None:
-            warnings.warn(f"resume=True: no state at {state_path!r} yet; starting from scratch",
-                          UserWarning, stacklevel=3)
-    elif isinstance(resume, (str, os.PathLike)):
-        resume_path = os.fspath(resume)
-        if not os.path.isfile(resume_path):
-            raise FileNotFoundError(f"resume={resume_path!r}: no such state file")
-        state_path = state_path or resume_path
-    else:
-        raise TypeError(f"resume must be a bool or a path; received {type(resume).__name__}")
-    return (state_path if save_state_every else None), resume_path
-
-
-def _reject_unknown(unknown: dict, fn: str, known: Iterable[str]) -> None:
-    if not unknown:
-        return
-    name = next(iter(unknown))
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {sorted(known)}"
-    raise TypeError(f"{fn}() got an unexpected keyword argument {name!r}{hint}")
-
-
-def _check_fit_args(epochs, mixed_precision, grad_accum, max_grad_norm, patience) -> None:
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1; received {epochs!r}")
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"mixed_precision must be one of 'no', 'fp16', 'bf16'; "
-                         f"received {mixed_precision!r}")
-    if not isinstance(grad_accum, int) or isinstance(grad_accum, bool) or grad_accum < 1:
-        raise ValueError(f"gradient_accumulation_steps must be an int >= 1; received {grad_accum!r}")
-    if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float))
-                                          and max_grad_norm > 0):
-        raise ValueError(f"max_grad_norm must be None or a number > 0; received {max_grad_norm!r}")
-    if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool)
-                                 or patience < 0):
-        raise ValueError(f"patience must be None or an int >= 0; received {patience!r}")
 
 
 def _has_accelerator_device() -> bool:
@@ -581,83 +454,3 @@ def _has_accelerator_device() -> bool:
     if accel is not None and hasattr(accel, "is_available"):
         return accel.is_available()
     return torch.cuda.is_available()
-
-
-def _check_not_empty(loader, name: str) -> None:
-    if loader is not None and loader_length(loader) == 0:
-        raise ValueError(f"{name} has no batches (len(loader) == 0); it must yield at least one")
-
-
-def _monitor_message(monitor: str, columns: list, has_val: bool) -> str:
-    msg = f"monitor {monitor!r} is not a column this run produces; available: {columns}"
-    if monitor.startswith("val_") and not has_val:
-        msg += ". Validation columns need val_data: pass fit(..., val_data=...)"
-    return msg
-
-
-def _check_metrics(metrics_dict: Optional[dict]) -> dict:
-    if metrics_dict is None:
-        return {}
-    if not isinstance(metrics_dict, dict):
-        raise TypeError(f"metrics_dict must be a dict of name -> torchmetrics Metric; received "
-                        f"{type(metrics_dict).__name__}")
-    for name, metric in metrics_dict.items():
-        if not isinstance(name, str):
-            raise TypeError(f"metrics_dict keys must be str; received {name!r}")
-        if not (isinstance(metric, torchmetrics.Metric) or callable(metric)):
-            raise TypeError(f"metrics_dict[{name!r}] must be a torchmetrics Metric or a callable "
-                            f"fn(preds, labels); received {type(metric).__name__}")
-    return dict(metrics_dict)
-
-
-def _check_optimizer_params(optimizer, net, loss_fn) -> None:
-    """Every optimized tensor must belong to the net (or to a loss_fn module)."""
-    known = {id(p) for p in net.parameters()}
-    if isinstance(loss_fn, torch.nn.Module):
-        known |= {id(p) for p in loss_fn.parameters()}
-    stray = [tuple(p.shape) for g in optimizer.param_groups for p in g["params"]
-             if id(p) not in known]
-    if stray:
-        raise ValueError(
-            f"the optimizer holds {len(stray)} parameter tensor(s) that are not in net "
-            f"(shapes {stray[:3]}{'...' if len(stray) > 3 else ''}); build it from "
-            "net.parameters() of the net passed to KerasModel (was it made for another "
-            "net instance?)")
-
-
-def _check_subclass(cls, base: type, what: str) -> type:
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise TypeError(f"{what} must be a subclass of kerastorch.{base.__name__}; received {cls!r}")
-    return cls
-
-
-def _fresh_metric(metric, device, stage: str) -> torchmetrics.Metric:
-    """A reset copy per fit and stage, so nothing leaks between stages or fits."""
-    if not isinstance(metric, torchmetrics.Metric):
-        metric = BatchMeanMetric(metric)
-    metric = copy.deepcopy(metric).to(device)
-    metric.reset()
-    if stage == "val":
-        disable_metric_sync(metric)
-    return metric
-
-
-class BatchMeanMetric(torchmetrics.Metric):
-    """Wraps ``fn(preds, labels) -> scalar`` as a sample-weighted mean over the epoch."""
-
-    full_state_update = False
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, preds, labels) -> None:
-        value = torch.as_tensor(self.fn(preds, labels)).detach()
-        n = labels.shape[0] if isinstance(labels, torch.Tensor) and labels.ndim else 1
-        self.total += value.to(self.total.device, torch.float64) * n
-        self.count += n
-
-    def compute(self) -> torch.Tensor:
-        return self.total / self.count

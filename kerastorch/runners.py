@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, Tuple
 
 import torch
-import torchmetrics
 
 from .losses import check_loss
 
@@ -358,14 +357,3 @@ def _to_float(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.detach().cpu().tolist()
     return value
-
-
-def disable_metric_sync(metric: torchmetrics.Metric) -> None:
-    """Stop torchmetrics from syncing across processes at ``compute``.
-
-    Used for validation metrics, which are updated with already-gathered batches.
-    """
-    for module in metric.modules():
-        if isinstance(module, torchmetrics.Metric):
-            module.sync_on_compute = False
-            module._to_sync = False

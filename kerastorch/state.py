@@ -8,14 +8,17 @@ states are stored as tensors for the same reason.
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Any, List, Optional
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 
 from .files import atomic_save, load_weights_only
 
-__all__ = ["get_rng_state", "set_rng_state", "save_training_state", "load_training_state"]
+__all__ = ["get_rng_state", "set_rng_state", "save_training_state", "load_training_state",
+           "save_fit_state", "load_fit_state"]
 
 FORMAT_VERSION = 1
 
@@ -52,8 +55,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_training_state(path: str, *, epoch: int, net: torch.nn.Module, optimizer,
-                        lr_scheduler=None, scaler=None, history_rows: List[dict],
-                        callback_states: List[dict], rng_states: List[dict],
+                        lr_scheduler=None, scaler=None, callback_states: List[dict],
+                        rng_states: List[dict],
                         extra: Optional[dict] = None) -> None:
     """Write the state at the end of ``epoch`` atomically to ``path``.
 
@@ -66,7 +69,6 @@ def save_training_state(path: str, *, epoch: int, net: torch.nn.Module, optimize
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": None if lr_scheduler is None else lr_scheduler.state_dict(),
         "scaler": None if scaler is None else scaler.state_dict(),
-        "history": [dict(row) for row in history_rows],
         "callbacks": callback_states,
         "rng": rng_states,
         "extra": extra or {},
@@ -86,3 +88,54 @@ def load_training_state(path: str) -> dict:
         raise ValueError(f"{path!r} is not a kerastorch training state (format "
                          f"{FORMAT_VERSION}); received {type(state).__name__}")
     return state
+
+
+def save_fit_state(model, path: str, epoch: int, callbacks, train_dl) -> None:
+    """Write ``model``'s training state at the end of ``epoch`` (rank 0 writes, all wait)."""
+    acc = model.accelerator
+    extra = {"stopped": model.stop_training}
+    generator = getattr(train_dl, "synchronized_generator", None)
+    if generator is not None:
+        # under several processes Accelerate shuffles with its own generator
+        extra["loader_generator"] = generator.get_state()
+    # every rank's RNG goes into rank 0's one file
+    rng_states = gather_object([get_rng_state()]) if acc.num_processes > 1 \
+        else [get_rng_state()]
+    if acc.is_main_process:
+        save_training_state(
+            path, epoch=epoch, net=model.unwrapped_net, optimizer=model.optimizer,
+            lr_scheduler=model.lr_scheduler, scaler=acc.scaler,
+            callback_states=[
+                {"class": type(cb).__name__, "state": cb.state_dict()} for cb in callbacks],
+            rng_states=rng_states, extra=extra)
+    acc.wait_for_everyone()
+
+
+def load_fit_state(model, path: str, callbacks, train_dl) -> int:
+    """Restore a state written by :func:`save_fit_state`; returns the epochs already done."""
+    state = load_training_state(path)
+    model.unwrapped_net.load_state_dict(state["net"])
+    model.optimizer.load_state_dict(state["optimizer"])
+    if model.lr_scheduler is not None and state["lr_scheduler"] is not None:
+        model.lr_scheduler.load_state_dict(state["lr_scheduler"])
+    if model.accelerator.scaler is not None and state["scaler"] is not None:
+        model.accelerator.scaler.load_state_dict(state["scaler"])
+    saved = state["callbacks"]
+    for i, cb in enumerate(callbacks):
+        if i < len(saved) and saved[i]["class"] == type(cb).__name__:
+            cb.load_state_dict(saved[i]["state"])
+        elif cb.state_dict():
+            warnings.warn(f"resume: no saved state for callback {type(cb).__name__} at "
+                          f"position {i}; it starts fresh", UserWarning, stacklevel=3)
+    rng = state["rng"]
+    set_rng_state(rng[min(model.accelerator.process_index, len(rng) - 1)])
+    generator = getattr(train_dl, "synchronized_generator", None)
+    if generator is not None and "loader_generator" in state["extra"]:
+        generator.set_state(state["extra"]["loader_generator"])
+    if state["extra"].get("stopped"):
+        # the saved run had finished by early stopping: resuming must not train on
+        model.stop_training = True
+        warnings.warn(f"resume: the saved run stopped early after epoch {state['epoch']}; "
+                      "nothing left to train (fit without resume to train further)",
+                      UserWarning, stacklevel=3)
+    return int(state["epoch"])

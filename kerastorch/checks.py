@@ -1,0 +1,146 @@
+"""Argument checks for KerasModel and fit, raised before any work, naming expected vs received."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from typing import Iterable, Optional
+
+import torch
+import torchmetrics
+
+from .data import loader_length
+
+__all__ = ["FIT_KEYWORDS", "check_fit_args", "check_metrics", "check_not_empty",
+           "check_optimizer_params", "check_scheduler", "check_subclass", "monitor_message",
+           "reject_unknown", "state_paths"]
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+FIT_KEYWORDS = (
+    "train_data", "val_data", "epochs", "ckpt_path", "patience", "monitor", "mode",
+    "callbacks", "plot", "quiet", "mixed_precision", "cpu", "gradient_accumulation_steps",
+    "max_grad_norm", "batch_size", "shuffle", "resume", "state_path", "save_state_every",
+    "skip_nonfinite", "fast_data", "compile", "log_dir")
+
+
+def state_paths(ckpt_path, state_path, resume, save_state_every):
+    """(where to save the state, where to resume from) for fit's arguments."""
+    if not isinstance(save_state_every, int) or isinstance(save_state_every, bool) \
+            or save_state_every < 0:
+        raise ValueError(f"save_state_every must be an int >= 0; received {save_state_every!r}")
+    if state_path is None and ckpt_path is not None:
+        state_path = f"{ckpt_path}.state.pt"
+    if isinstance(resume, bool):
+        if resume and state_path is None:
+            raise ValueError("resume=True needs a state file: pass ckpt_path or state_path, "
+                             "or resume='path/to/file.state.pt'")
+        resume_path = state_path if resume and os.path.isfile(state_path) else None
+        if resume and resume_path is None:
+            warnings.warn(f"resume=True: no state at {state_path!r} yet; starting from scratch",
+                          UserWarning, stacklevel=3)
+    elif isinstance(resume, (str, os.PathLike)):
+        resume_path = os.fspath(resume)
+        if not os.path.isfile(resume_path):
+            raise FileNotFoundError(f"resume={resume_path!r}: no such state file")
+        state_path = state_path or resume_path
+    else:
+        raise TypeError(f"resume must be a bool or a path; received {type(resume).__name__}")
+    return (state_path if save_state_every else None), resume_path
+
+
+def reject_unknown(unknown: dict, fn: str, known: Iterable[str]) -> None:
+    if not unknown:
+        return
+    name = next(iter(unknown))
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {sorted(known)}"
+    raise TypeError(f"{fn}() got an unexpected keyword argument {name!r}{hint}")
+
+
+def check_fit_args(epochs, mixed_precision, grad_accum, max_grad_norm, patience) -> None:
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1; received {epochs!r}")
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be one of 'no', 'fp16', 'bf16'; "
+                         f"received {mixed_precision!r}")
+    if not isinstance(grad_accum, int) or isinstance(grad_accum, bool) or grad_accum < 1:
+        raise ValueError(f"gradient_accumulation_steps must be an int >= 1; received {grad_accum!r}")
+    if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float))
+                                          and max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be None or a number > 0; received {max_grad_norm!r}")
+    if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool)
+                                 or patience < 0):
+        raise ValueError(f"patience must be None or an int >= 0; received {patience!r}")
+
+
+def check_not_empty(loader, name: str) -> None:
+    if loader is not None and loader_length(loader) == 0:
+        raise ValueError(f"{name} has no batches (len(loader) == 0); it must yield at least one")
+
+
+def monitor_message(monitor: str, columns: list, has_val: bool) -> str:
+    msg = f"monitor {monitor!r} is not a column this run produces; available: {columns}"
+    if monitor.startswith("val_") and not has_val:
+        msg += ". Validation columns need val_data: pass fit(..., val_data=...)"
+    return msg
+
+
+def check_metrics(metrics_dict: Optional[dict]) -> dict:
+    if metrics_dict is None:
+        return {}
+    if not isinstance(metrics_dict, dict):
+        raise TypeError(f"metrics_dict must be a dict of name -> torchmetrics Metric; received "
+                        f"{type(metrics_dict).__name__}")
+    for name, metric in metrics_dict.items():
+        if not isinstance(name, str):
+            raise TypeError(f"metrics_dict keys must be str; received {name!r}")
+        if not (isinstance(metric, torchmetrics.Metric) or callable(metric)):
+            raise TypeError(f"metrics_dict[{name!r}] must be a torchmetrics Metric or a callable "
+                            f"fn(preds, labels); received {type(metric).__name__}")
+    return dict(metrics_dict)
+
+
+def check_optimizer_params(optimizer, net, loss_fn) -> None:
+    """Every optimized tensor must belong to the net (or to a loss_fn module)."""
+    known = {id(p) for p in net.parameters()}
+    if isinstance(loss_fn, torch.nn.Module):
+        known |= {id(p) for p in loss_fn.parameters()}
+    stray = [tuple(p.shape) for g in optimizer.param_groups for p in g["params"]
+             if id(p) not in known]
+    if stray:
+        raise ValueError(
+            f"the optimizer holds {len(stray)} parameter tensor(s) that are not in net "
+            f"(shapes {stray[:3]}{'...' if len(stray) > 3 else ''}); build it from "
+            "net.parameters() of the net passed to KerasModel (was it made for another "
+            "net instance?)")
+
+
+def check_subclass(cls, base: type, what: str) -> type:
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"{what} must be a subclass of kerastorch.{base.__name__}; received {cls!r}")
+    return cls
+
+
+def check_scheduler(sched, interval: str, epochs: int, steps_per_epoch: Optional[int],
+                    grad_accum: int) -> None:
+    """Catch a scheduler that would fail or misbehave mid-run, before training."""
+    if sched is None:
+        return
+    step_interval = interval == "step"
+    if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) and step_interval:
+        raise ValueError("ReduceLROnPlateau needs the monitored value once per epoch; "
+                         "received lr_scheduler_interval='step'. Use 'epoch'")
+    total = getattr(sched, "total_steps", None)  # OneCycleLR stops after this many
+    if total is not None:
+        if step_interval and steps_per_epoch is not None:
+            needed = epochs * -(-steps_per_epoch // grad_accum)
+        else:
+            needed = epochs
+        if needed > total:
+            raise ValueError(
+                f"{type(sched).__name__} allows total_steps={total} steps but this fit "
+                f"would step it {needed} times (lr_scheduler_interval="
+                f"{interval!r}); pass lr_scheduler_interval='step' "
+                "with total_steps=epochs*len(train_loader), or fewer epochs")
