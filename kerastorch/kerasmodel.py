@@ -390,8 +390,10 @@ class KerasModel:
             optimizer=optimizer, lr_scheduler=self.lr_scheduler if stage == "train" else None,
             max_grad_norm=max_grad_norm, lr_scheduler_interval=self.lr_scheduler_interval,
             skip_nonfinite=skip_nonfinite)
-        return self.epoch_runner_class(step, cbs, interrupt=interrupt,
-                                       should_stop=lambda: self.stop_training)
+        # only a training pass ends early on stop_training (as in Keras); validation and
+        # evaluate always see every batch, also after a fit that stopped early
+        should_stop = (lambda: self.stop_training) if stage == "train" else None
+        return self.epoch_runner_class(step, cbs, interrupt=interrupt, should_stop=should_stop)
 
     # -- resumable state -----------------------------------------------------------------
 

@@ -11,34 +11,60 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 __all__ = ["AUCROC", "Accuracy", "BatchMeanMetric", "disable_metric_sync", "fresh_metric"]
 
 
-class AUCROC(BinaryAUROC):
-    """Exact binary ROC AUC from logits or probabilities, any shape of ``(N,)``/``(N, 1)``.
+class _BinaryInputs:
+    """Flatten ``(N,)``/``(N, 1)`` scores, apply the sigmoid to logits, take 0/1 float labels.
 
-    A drop-in for ``torchkeras.metrics.AUCROC``: predictions are flattened and
-    targets may be float 0/1 labels (as ``BCEWithLogitsLoss`` wants them).
-    Logits are recognised by values outside [0, 1] and passed through a sigmoid
-    (torchmetrics' convention).
+    torchmetrics guesses per batch whether scores are logits (any value outside
+    [0, 1]); a batch of logits that all happen to lie in [0, 1] would then be read
+    as probabilities, mixing two scales in one epoch. Saying it once avoids that.
+    """
+
+    def __init__(self, *, from_logits: bool = True, **kwargs):
+        if not isinstance(from_logits, bool):
+            raise TypeError(f"from_logits must be True or False; received {from_logits!r}")
+        super().__init__(**kwargs)
+        self.from_logits = from_logits
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        preds = preds.detach().reshape(-1).float()
+        if self.from_logits:
+            preds = torch.sigmoid(preds)
+        super().update(preds, target.reshape(-1).long())
+
+
+class AUCROC(_BinaryInputs, BinaryAUROC):
+    """Exact binary ROC AUC for ``(N,)``/``(N, 1)`` scores; a drop-in for torchkeras's.
+
+    Targets may be float 0/1 labels (as ``BCEWithLogitsLoss`` wants them).
+
+    Args:
+        from_logits: the net outputs logits (a sigmoid is applied); False for
+            probabilities. Defaults to True.
 
     Example:
         >>> m = AUCROC()
         >>> m.update(torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([[1.0], [0.0], [0.0]]))
+        >>> m.update(torch.tensor([[0.9], [0.1]]), torch.tensor([[0.0], [1.0]]))  # still logits
         >>> round(float(m.compute()), 4)
+        0.6667
+    """
+
+
+class Accuracy(_BinaryInputs, BinaryAccuracy):
+    """Binary accuracy at probability 0.5 for ``(N,)``/``(N, 1)`` scores (torchkeras's drop-in).
+
+    For multiclass use ``torchmetrics.Accuracy(task="multiclass", num_classes=...)``.
+
+    Args:
+        from_logits: the net outputs logits (a sigmoid is applied); False for
+            probabilities. Defaults to True.
+
+    Example:
+        >>> m = Accuracy()
+        >>> m.update(torch.tensor([0.3, -0.2]), torch.tensor([1.0, 0.0]))  # logit 0.3 -> p 0.57
+        >>> float(m.compute())
         1.0
     """
-
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        super().update(preds.reshape(-1).float(), target.reshape(-1).long())
-
-
-class Accuracy(BinaryAccuracy):
-    """Binary accuracy at threshold 0.5 for ``(N,)``/``(N, 1)`` logits or probabilities.
-
-    A drop-in for ``torchkeras.metrics.Accuracy``; for multiclass use
-    ``torchmetrics.Accuracy(task="multiclass", num_classes=...)``.
-    """
-
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        super().update(preds.reshape(-1).float(), target.reshape(-1).long())
 
 
 def disable_metric_sync(metric: torchmetrics.Metric) -> None:

@@ -289,3 +289,19 @@ def test_save_and_load_ckpt_round_trip_and_errors(tmp_path):
     garbled.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="could not load checkpoint"):
         other.load_ckpt(str(garbled))
+
+
+def test_evaluate_after_an_early_stopped_fit_sees_every_batch():
+    from conftest import ScriptedScore
+
+    x, y = make_classification(n=50)
+    net = TinyNet()
+    model = KerasModel(net, nn.CrossEntropyLoss(),
+                       metrics_dict={"score": ScriptedScore([0.5, 0.4, 0.3])})
+    df = model.fit(loader(x, y, 8), loader(x, y, 8), epochs=3, patience=0, monitor="val_score",
+                   mode="max", ckpt_path=None, quiet=True)
+    assert len(df) == 2 and model.stop_training  # stopped early
+    logs = model.evaluate(loader(x, y, 8), quiet=True)
+    with torch.no_grad():
+        assert logs["val_loss"] == pytest.approx(nn.functional.cross_entropy(net(x), y).item(),
+                                                 rel=1e-6)
