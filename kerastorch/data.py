@@ -194,6 +194,15 @@ def fast_loader(loader: Any, accelerator: Any, *, enabled: bool = True) -> Any:
 
     Raises:
         TypeError: ``enabled`` is not a bool.
+
+    Example:
+        >>> from accelerate import Accelerator
+        >>> data = TensorDataset(torch.randn(10, 2), torch.arange(10))
+        >>> loader = DataLoader(data, batch_size=4, shuffle=True)
+        >>> type(fast_loader(loader, Accelerator(cpu=True))).__name__
+        'TensorBatches'
+        >>> fast_loader(loader, Accelerator(cpu=True), enabled=False) is loader
+        True
     """
     if not isinstance(enabled, bool):
         raise TypeError(f"fast_data must be True or False; received {type(enabled).__name__} "

@@ -302,6 +302,11 @@ def test_a_misspelt_flag_suggests_the_right_name():
         model.fit((x, y), epochs=1, ckpt_path=None, quiet=True, fast_date=True)
 
 
+# importing torch's compiler stack touches the deprecated torch.jit.script_method
+COMPILE_IMPORT_WARNING = "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(COMPILE_IMPORT_WARNING)
 def test_compile_wiring_keeps_the_users_net_and_shares_its_weights(monkeypatch):
     """torch.compile with the eager backend: checks the wiring in well under a second."""
     compiled = []
@@ -323,6 +328,7 @@ def test_compile_wiring_keeps_the_users_net_and_shares_its_weights(monkeypatch):
     assert set(model.net.state_dict()) == {"0.weight", "0.bias", "3.weight", "3.bias"}
 
 
+@pytest.mark.filterwarnings(COMPILE_IMPORT_WARNING)
 @pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None
                     and shutil.which("clang") is None,
                     reason="torch.compile's default (inductor) backend needs a C compiler on CPU")
