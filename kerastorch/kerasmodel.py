@@ -286,7 +286,7 @@ class KerasModel:
         """
         val_dl = as_dataloader(val_data, batch_size=batch_size, shuffle=False, name="val_data")
         check_not_empty(val_dl, "val_data")
-        acc = self._accelerator_for(*(self._accelerator_config or ("no", False, 1)))
+        acc = self._last_accelerator()
         net, val_dl = acc.prepare(self.net, fast_loader(val_dl, acc))
         try:
             cbs = CallbackList([] if quiet else [ProgressBar()], model=self)
@@ -308,7 +308,7 @@ class KerasModel:
                                                   and not isinstance(data, (tuple, list))):
             data = torch.utils.data.TensorDataset(as_tensor(data, "data"))
         loader = as_dataloader(data, batch_size=batch_size, shuffle=False, name="data")
-        acc = self._accelerator_for(*(self._accelerator_config or ("no", False, 1)))
+        acc = self._last_accelerator()
         net, loader = acc.prepare(self.net, fast_loader(loader, acc))
         step = self.step_runner_class(net, self.loss_fn, acc, stage="val")
         outputs = []
@@ -370,6 +370,10 @@ class KerasModel:
         self._generation = _accelerator_generation
         self._accelerator_config = config
         return self.accelerator
+
+    def _last_accelerator(self) -> Accelerator:
+        """The Accelerator of the last fit's configuration (full precision before any fit)."""
+        return self._accelerator_for(*(self._accelerator_config or ("no", False, 1)))
 
     def _prepare(self, acc: Accelerator, train_dl, val_dl):
         if val_dl is None:

@@ -152,6 +152,8 @@ class StepRunner:
                 preds = self.forward(inputs)
             # every process gets the whole batch, so loss and metrics need no later sync
             preds, labels = acc.gather_for_metrics((preds, labels))
+            if not self._first_batch_checked:
+                self._check_batch_sizes(preds, labels)  # before the loss trips over them
             with acc.autocast():
                 loss = self.compute_loss(preds, labels)
         if not self._first_batch_checked:
@@ -233,7 +235,6 @@ class StepRunner:
                 "loss_fn returned a tensor without grad: it has no gradient path to the net "
                 "(was it computed from .detach(), .item(), numpy or under torch.no_grad?)"
             )
-        self._check_batch_sizes(preds, labels)
 
 
 def _bare_optimizer(optimizer):
