@@ -280,8 +280,9 @@ def test_evaluate_and_predict_take_the_fast_path_with_the_same_numbers(monkeypat
     assert fetches["n"] == 0
     assert fast == slow
     net.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(preds, net(x), rtol=0, atol=0)
+    with torch.no_grad():  # the same batches: a matmul's last bits depend on the batch size
+        expected = torch.cat([net(x[i:i + 16]) for i in range(0, len(x), 16)])
+    torch.testing.assert_close(preds, expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("flag, value", [("fast_data", "yes"), ("fast_data", 1),
