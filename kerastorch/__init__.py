@@ -5,6 +5,7 @@ from .callbacks import (
     Callback,
     CSVLogger,
     EarlyStopping,
+    History,
     LearningRateMonitor,
     LivePlot,
     ModelCheckpoint,
@@ -15,13 +16,11 @@ from .callbacks import (
     WandbLogger,
 )
 from .experiments import compare_losses
-from .history import History
 from .kerasmodel import KerasModel
 from .plots import plot_confusion_matrix, plot_history, plot_predictions
 from .runners import EpochRunner, StepRunner
 from .summary import summary
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "CSVLogger",
