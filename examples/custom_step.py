@@ -249,7 +249,7 @@ def main(argv=None):
               "seconds": seconds}
     print(json.dumps(result))
     if args.log_dir:
-        from kerastorch.run_directory import new_run_dir
+        from kerastorch.callbacks import new_run_dir
 
         run_dir = new_run_dir(args.log_dir)
         save_pictures(run_dir, gan_history, real, samples, two_input_history)

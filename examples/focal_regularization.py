@@ -175,7 +175,7 @@ def main(argv=None):
         print(histories[variant].to_string(index=False, float_format="%.4f"))
     print(json.dumps(result))
     if args.log_dir:
-        from kerastorch.run_directory import new_run_dir
+        from kerastorch.callbacks import new_run_dir
 
         run_dir = new_run_dir(args.log_dir)
         save_pictures(run_dir, torch.cat([x_train, x_val]), torch.cat([y_train, y_val]),

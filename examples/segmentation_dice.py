@@ -168,7 +168,7 @@ def main(argv=None):
                         "epochs_run": int((history["loss"] == name).sum())}
     print(json.dumps(result))
     if args.log_dir:
-        from kerastorch.run_directory import new_run_dir
+        from kerastorch.callbacks import new_run_dir
 
         run_dir = new_run_dir(args.log_dir)
         history.to_csv(os.path.join(run_dir, "history.csv"), index=False)

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from .data import as_dataloader
+from .evaluation import per_class_report
 from .kerasmodel import KerasModel
 
 __all__ = ["compare_losses", "LossComparison", "per_class_report"]
@@ -83,55 +84,10 @@ def compare_losses(make_net: Callable[[], torch.nn.Module], losses: Dict[str, Ca
         history = model.fit(train_data, val_data, epochs=epochs, batch_size=batch_size,
                             quiet=quiet, **fit_kwargs)
         histories.append(history.assign(loss=name))
-        report = per_class_report(model.predict(val_loader), _labels(val_loader))
+        outputs, labels = model.predict(val_loader, with_labels=True)
+        report = per_class_report(outputs, labels, loss_fn=loss_fn)
         reports.append(report.assign(loss=name))
     history = pd.concat(histories, ignore_index=True)
     report = pd.concat(reports, ignore_index=True)
     return LossComparison(history[["loss", *(c for c in history.columns if c != "loss")]],
                           report[["loss", *(c for c in report.columns if c != "loss")]])
-
-
-def _labels(loader) -> torch.Tensor:
-    parts = []
-    for batch in loader:
-        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-            raise TypeError("the per-class report needs (x, ..., y) batches in val_data; "
-                            f"received a {type(batch).__name__}")
-        parts.append(torch.as_tensor(batch[-1]))
-    return torch.cat(parts)
-
-
-def per_class_report(outputs: torch.Tensor, labels: torch.Tensor) -> pd.DataFrame:
-    """Precision, recall, F1 and support per class from net outputs and labels.
-
-    ``(N, C)`` outputs with ``C > 1`` are class scores (argmax); ``(N,)``/``(N, 1)`` or
-    any other shape with as many elements as ``labels`` are binary logits (> 0 is
-    class 1), e.g. segmentation masks, counted per element.
-
-    Example:
-        >>> out = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
-        >>> per_class_report(out, torch.tensor([0, 1, 1]))[["class", "precision", "recall"]]
-           class  precision  recall
-        0      0        0.5     1.0
-        1      1        1.0     0.5
-    """
-    outputs, labels = outputs.detach().cpu(), labels.detach().cpu()
-    if outputs.ndim == 2 and outputs.shape[1] > 1 and labels.shape == outputs.shape[:1]:
-        predicted, truth = outputs.argmax(dim=1), labels.long()
-        classes = range(outputs.shape[1])
-    elif outputs.numel() == labels.numel():
-        predicted, truth = (outputs.reshape(-1) > 0).long(), labels.reshape(-1).round().long()
-        classes = range(2)
-    else:
-        raise ValueError(f"cannot match outputs of shape {tuple(outputs.shape)} with labels of "
-                         f"shape {tuple(labels.shape)} for a per-class report")
-    rows = []
-    for c in classes:
-        tp = int(((predicted == c) & (truth == c)).sum())
-        predicted_c, support = int((predicted == c).sum()), int((truth == c).sum())
-        precision = tp / predicted_c if predicted_c else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"class": c, "precision": precision, "recall": recall, "f1": f1,
-                     "support": support})
-    return pd.DataFrame(rows)

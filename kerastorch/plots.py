@@ -12,7 +12,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
+from .evaluation import to_classes
 from .files import atomic_open
 
 __all__ = ["plot_history", "plot_confusion_matrix", "plot_predictions"]
@@ -38,14 +40,14 @@ def plot_history(history: pd.DataFrame):
         >>> [line.get_label() for line in fig.axes[0].lines]
         ['train', 'val']
     """
-    return _history_figure(history, pyplot=True)
+    return history_figure(history, pyplot=True)
 
 
-def _history_figure(history: pd.DataFrame, *, pyplot: bool = False):
+def history_figure(history: pd.DataFrame, *, pyplot: bool = False):
     if not isinstance(history, pd.DataFrame):
         raise TypeError(f"history must be a pandas DataFrame; received {type(history).__name__}")
     names = _history_panels(history)
-    fig = _new_figure((4 * max(len(names), 1), 3.2), pyplot=pyplot)
+    fig = new_figure((4 * max(len(names), 1), 3.2), pyplot=pyplot)
     axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
     x = history["epoch"] if "epoch" in history else range(1, len(history) + 1)
     for ax, name in zip(axes, names):
@@ -100,10 +102,10 @@ def plot_confusion_matrix(matrix: Any, class_names: Optional[Sequence[str]] = No
         >>> [t.get_text() for t in ax.get_yticklabels()]
         ['cat', 'dog']
     """
-    return _confusion_figure(matrix, class_names, normalize=normalize, title=title, pyplot=True)
+    return confusion_figure(matrix, class_names, normalize=normalize, title=title, pyplot=True)
 
 
-def _confusion_figure(matrix: Any, class_names: Optional[Sequence[str]] = None, *,
+def confusion_figure(matrix: Any, class_names: Optional[Sequence[str]] = None, *,
                       normalize: bool = False, title: str = "Confusion matrix",
                       pyplot: bool = False):
     matrix = np.asarray(matrix, dtype=float)
@@ -117,7 +119,7 @@ def _confusion_figure(matrix: Any, class_names: Optional[Sequence[str]] = None, 
         raise ValueError(f"class_names has {len(names)} names for a {classes}x{classes} matrix; "
                          f"pass one name per class")
     size = 4.5 + 0.35 * classes
-    fig = _new_figure((size, size), pyplot=pyplot)
+    fig = new_figure((size, size), pyplot=pyplot)
     if normalize:
         totals = matrix.sum(axis=1, keepdims=True)
         matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
@@ -149,8 +151,9 @@ def plot_predictions(images: Any, preds: Any, labels: Any = None, *,
         images: ``(N, H, W)``, ``(N, C, H, W)`` (as torch loads them) or ``(N, H, W, C)``
             tensors or arrays with 1, 3 or 4 channels. Images outside ``[0, 1]``
             (e.g. normalised ones) are rescaled per image for display.
-        preds: ``(N,)`` class indices, or ``(N, classes)`` scores (their argmax is taken),
-            e.g. ``model.predict(images)``.
+        preds: ``(N,)`` class indices, ``(N, classes)`` scores (their argmax is taken),
+            e.g. ``model.predict(images)``, or ``(N,)``/``(N, 1)`` binary scores
+            (thresholded as :func:`kerastorch.evaluation.to_classes` does).
         labels: ``(N,)`` true class indices, or None. Defaults to None.
         class_names: names to show instead of indices. Defaults to None.
         nrows: rows of the grid. Defaults to 2.
@@ -180,7 +183,7 @@ def plot_predictions(images: Any, preds: Any, labels: Any = None, *,
     for name, value in (("nrows", nrows), ("ncols", ncols)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an int >= 1; received {value!r}")
-    fig = _new_figure((2.6 * ncols, 2.8 * nrows), pyplot=True)
+    fig = new_figure((2.6 * ncols, 2.8 * nrows), pyplot=True)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     name = (lambda i: str(i)) if class_names is None else (lambda i: str(class_names[i]))
     for i, ax in enumerate(axes):
@@ -212,14 +215,10 @@ def _to_numpy(value: Any, name: str) -> np.ndarray:
 
 def _as_classes(values: Any, name: str) -> np.ndarray:
     array = _to_numpy(values, name)
-    if array.ndim == 2 and array.shape[1] > 1:
-        return array.argmax(axis=1)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 1:
+    if array.ndim not in (1, 2):
         raise ValueError(f"{name} must be (N,) class indices or (N, classes) scores; received "
                          f"shape {array.shape}")
-    return array.astype(np.int64)
+    return to_classes(torch.from_numpy(np.ascontiguousarray(array))).numpy()
 
 
 def _as_images(images: Any) -> list:
@@ -240,7 +239,7 @@ def _as_images(images: Any) -> list:
     return out
 
 
-def _new_figure(figsize, *, pyplot: bool):
+def new_figure(figsize, *, pyplot: bool):
     if pyplot:
         import matplotlib.pyplot as plt
 
@@ -250,7 +249,7 @@ def _new_figure(figsize, *, pyplot: bool):
     return Figure(figsize=figsize)
 
 
-def _figure_png(fig, dpi: int = 100) -> bytes:
+def figure_png(fig, dpi: int = 100) -> bytes:
     """The figure rendered as PNG bytes."""
     import io
 
@@ -259,11 +258,11 @@ def _figure_png(fig, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
-def _save_png(fig, path: str, dpi: int = 100) -> None:
+def save_png(fig, path: str, dpi: int = 100) -> None:
     """Write ``fig`` to ``path`` as a PNG through a temporary file and a rename.
 
     An image viewer (or a test) watching ``path`` never sees half a picture.
     """
-    data = _figure_png(fig, dpi)
+    data = figure_png(fig, dpi)
     with atomic_open(path, "wb") as f:
         f.write(data)

@@ -2,27 +2,61 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
 from typing import Any, Optional, Sequence
 
+import pandas as pd
+
+from ..checks import check_mode
+from ..evaluation import classification_report, confusion_matrix, predictions_and_classes
+from ..provenance import describe_fit_arguments, describe_model, versions, write_json
 from .base import Callback, CallbackList
 from .checkpoint import ModelCheckpoint
 from .csv_logger import CSVLogger
-from .monitor import MonitorCallback, check_mode
-from .progress import _fmt
+from .monitor import MonitorCallback
+from .progress import epoch_line, format_value
 from .tensorboard import TensorBoard
 
-__all__ = ["RunDirectory"]
+__all__ = ["RunDirectory", "new_run_dir"]
 
 RUN_LOGGER = "kerastorch.run"
 
 
-def _epoch_line(epoch: int, epochs: Optional[int], logs: dict) -> str:
-    """The epoch's summary as the progress bar ends it: ``Epoch 2/10: train_loss=0.41, ...``."""
-    values = ", ".join(f"{k}={_fmt(v)}" for k, v in logs.items() if k != "epoch")
-    return f"Epoch {epoch}/{epochs}: {values}" if epochs else f"Epoch {epoch}: {values}"
+def new_run_dir(log_dir: str) -> str:
+    """Create and return ``log_dir/<YYYYmmdd-HHMMSS>``, unique even within one second.
+
+    ``os.mkdir`` either creates the folder or fails, atomically, so two runs that
+    start in the same second (or two processes sharing ``log_dir``) get different
+    folders: the second gets the suffix ``-1``, the next ``-2``, and so on; names
+    still sort in start order.
+
+    Example:
+        >>> import os, tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> first, second = new_run_dir(root), new_run_dir(root)
+        >>> first != second and os.path.isdir(first) and os.path.isdir(second)
+        True
+    """
+    if not isinstance(log_dir, (str, os.PathLike)):
+        raise TypeError(f"log_dir must be a str or os.PathLike path; received "
+                        f"{type(log_dir).__name__}")
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"log_dir {os.fspath(log_dir)!r} cannot be created "
+                         f"({exc.strerror or exc}); pass a writable directory") from exc
+    base = os.path.join(os.fspath(log_dir), time.strftime("%Y%m%d-%H%M%S"))
+    for i in itertools.count():
+        path = base if i == 0 else f"{base}-{i}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class RunDirectory(Callback):
@@ -49,14 +83,14 @@ class RunDirectory(Callback):
       at most and after the last epoch (drawing costs a few tenths of a second).
     * ``best.pt``: the best weights by ``monitor``, written when they improve.
     * ``confusion_matrix.png`` and ``classification_report.csv`` when the task is
-      classification (see :func:`kerastorch.run_directory.classification_predictions`
-      for how that is detected), from one pass over the validation data after the
-      fit ends, so with the best weights that ``fit`` restores. Written only when
-      the fit was not interrupted; they need scikit-learn (without it they are
-      skipped, with a note in ``log.log``).
+      classification (see :func:`kerastorch.evaluation.classification_reason` for
+      how that is detected), from ``model.predict`` over the validation data after
+      the fit ends, so with the best weights that ``fit`` restores. Written only
+      when the fit was not interrupted. The report has scikit-learn's layout.
 
-    Only the main process writes; a callback reused across fits makes one folder
-    per fit.
+    Only the main process writes (under several processes every process takes
+    part in the prediction pass, which is sharded); a callback reused across fits
+    makes one folder per fit. The epoch rows are read from the fit's History.
 
     Args:
         log_dir: the parent folder, created if needed. Defaults to "runs".
@@ -102,7 +136,6 @@ class RunDirectory(Callback):
         self.tensorboard = tensorboard
         self.plot_interval = plot_interval
         self.path: Optional[str] = None
-        self.rows: list = []
         self._children: Optional[CallbackList] = None
         self._handler: Optional[logging.Handler] = None
         self._in_epoch = False
@@ -111,20 +144,15 @@ class RunDirectory(Callback):
         self._plotted_rows = 0
         self.log = logging.getLogger(RUN_LOGGER)
 
-    def _enabled(self) -> bool:
-        return self.model is None or getattr(self.model, "is_main_process", True)
-
     # -- hooks ---------------------------------------------------------------------
 
     def on_fit_begin(self, logs=None):
         # reset for reuse: every fit gets a fresh folder
-        self.path, self.rows, self._children = None, [], None
+        self.path, self._children = None, None
         self._in_epoch, self._last_plot, self._notes = False, None, set()
         self._plotted_rows = 0
-        if not self._enabled():
+        if not self.is_writer():
             return
-        from ..run_directory import new_run_dir
-
         self.path = new_run_dir(self.log_dir)
         self._open_log()
         self.log.info("run directory %s", self.path)
@@ -138,47 +166,45 @@ class RunDirectory(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._in_epoch = False
-        self.rows.append(dict(logs or {}))
         if self._children is None:
             return
-        self.log.info(_epoch_line(epoch, getattr(self.model, "epochs", None), logs or {}))
+        self.log.info(epoch_line(epoch, getattr(self.model, "epochs", None), logs or {}))
         self._children.call("on_epoch_end", epoch, logs)
         if time.monotonic() - self._last_plot >= self.plot_interval:
             self._write_curves()
 
     def on_fit_end(self, logs=None):
-        if self._children is None:
-            self._close_log()
-            return
         try:
+            # every process predicts (its shard), so this runs before the main-only part
+            classification = self._classification() if self._finished() else None
+            if self._children is None:
+                return
             self._children.call("on_fit_end", logs)
-            if self._plotted_rows < len(self.rows):  # not drawn since the last epoch
+            if self._plotted_rows < len(self.history_rows()):  # not drawn since the last epoch
                 self._write_curves()
-            if self._finished():
-                self._write_classification()
+            if classification is not None:
+                self._write_classification(*classification)
             self._log_best()
         finally:
             self._close_log()
 
     def state_dict(self) -> dict:
-        children = [] if self._children is None else [cb.state_dict() for cb in self._children]
-        return {"rows": [dict(r) for r in self.rows], "children": children}
+        return {} if self._children is None else {"children": self._children.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rows = [dict(r) for r in state["rows"]]
         if self._children is None:
             return
-        for cb, saved in zip(self._children, state["children"]):
-            cb.load_state_dict(saved)
+        self._children.load_state_dict(state.get("children", {}))
         # a resumed run gets a new folder: replay the restored epochs so that its log and
         # TensorBoard events cover the whole run, as history.csv does
         epochs = getattr(self.model, "epochs", None)
-        for row in self.rows:
-            self.log.info("%s (restored)", _epoch_line(row.get("epoch"), epochs, row))
+        rows = self.history_rows()
+        for row in rows:
+            self.log.info("%s (restored)", epoch_line(row.get("epoch"), epochs, row))
             for cb in self._children:
                 if isinstance(cb, TensorBoard):
                     cb.on_epoch_end(row.get("epoch"), row)
-        self.log.info("resumed after epoch %s", self.rows[-1]["epoch"] if self.rows else 0)
+        self.log.info("resumed after epoch %s", rows[-1]["epoch"] if rows else 0)
 
     # -- pieces --------------------------------------------------------------------
 
@@ -202,9 +228,6 @@ class RunDirectory(Callback):
         self._handler = None
 
     def _write_hparams(self) -> None:
-        from ..run_directory import (describe_fit_arguments, describe_model, versions,
-                                     write_json)
-
         hparams = {"run_dir": self.path, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                    "monitor": self.monitor, "mode": self.mode,
                    "fit": describe_fit_arguments(self.arguments),
@@ -227,54 +250,50 @@ class RunDirectory(Callback):
         return children
 
     def _write_curves(self) -> None:
-        import pandas as pd
-
-        from ..plots import _history_figure, _save_png
-
-        self._last_plot, self._plotted_rows = time.monotonic(), len(self.rows)
+        rows = self.history_rows()
+        self._last_plot, self._plotted_rows = time.monotonic(), len(rows)
         try:
-            fig = _history_figure(pd.DataFrame(self.rows))
+            from ..plots import history_figure, save_png
+
+            fig = history_figure(pd.DataFrame(rows))
         except ImportError:
             self._note_once("matplotlib is not installed: no curves.png or confusion_matrix.png")
             return
-        _save_png(fig, self._file("curves.png"))
+        save_png(fig, self._file("curves.png"))
 
     def _finished(self) -> bool:
         """True when fit ran its epochs (or stopped early) without an error or interrupt."""
-        return bool(self.rows) and not self._in_epoch and \
+        return bool(self.history_rows()) and not self._in_epoch and \
             not getattr(self.model, "interrupted", False)
 
-    def _write_classification(self) -> None:
-        from ..run_directory import classification_predictions, classification_report_frame
-
+    def _classification(self) -> Optional[tuple]:
+        """``(y_true, y_pred, classes)`` over the validation data, or None (reason logged)."""
         val_data = self.val_data if self.val_data is not None else self.arguments.get("val_data")
         if val_data is None:
             self.log.info("note: no val_data, so no confusion matrix")
-            return
-        result = classification_predictions(self.model, val_data,
-                                            batch_size=self.arguments.get("batch_size", 32))
+            return None
+        outputs, labels = self.model.predict(val_data, with_labels=True,
+                                             batch_size=self.arguments.get("batch_size", 32))
+        result = predictions_and_classes(outputs, labels, self.model.loss_fn)
         if isinstance(result, str):
             self.log.info("note: not a classification task (%s): no confusion matrix", result)
-            return
-        y_true, y_pred, classes = result
+            return None
         names = self.class_names
-        if names is not None and len(names) != classes:
+        if names is not None and len(names) != result[2]:
             raise ValueError(f"class_names has {len(names)} names but the net predicts "
-                             f"{classes} classes; pass one name per class")
-        try:
-            from sklearn.metrics import confusion_matrix
-        except ImportError:
-            self.log.info("note: scikit-learn is not installed: confusion_matrix.png and "
-                          "classification_report.csv skipped (pip install scikit-learn)")
-            return
-        matrix = confusion_matrix(y_true, y_pred, labels=list(range(classes)))
-        classification_report_frame(y_true, y_pred, classes, names).to_csv(
+                             f"{result[2]} classes; pass one name per class")
+        return result
+
+    def _write_classification(self, y_true, y_pred, classes: int) -> None:
+        matrix = confusion_matrix(y_true, y_pred, classes)
+        classification_report(matrix, self.class_names).to_csv(
             self._file("classification_report.csv"))
         try:
-            from ..plots import _confusion_figure, _save_png
+            from ..plots import confusion_figure, save_png
 
-            _save_png(_confusion_figure(matrix, names, title="Confusion matrix (val_data)"),
-                      self._file("confusion_matrix.png"))
+            save_png(confusion_figure(matrix.numpy(), self.class_names,
+                                      title="Confusion matrix (val_data)"),
+                     self._file("confusion_matrix.png"))
         except ImportError:
             self._note_once("matplotlib is not installed: no curves.png or confusion_matrix.png")
         self.log.info("confusion matrix (rows true, columns predicted): %s",
@@ -283,7 +302,7 @@ class RunDirectory(Callback):
     def _best_epoch(self) -> Optional[int]:
         """The epoch a checkpoint calls best (same rules: NaN never best, ties keep the first)."""
         judge = MonitorCallback(self.monitor, self.mode)
-        for row in self.rows:
+        for row in self.history_rows():
             if self.monitor in row:
                 judge.update_best(row.get("epoch"), row)
         return judge.best_epoch
@@ -291,8 +310,9 @@ class RunDirectory(Callback):
     def _log_best(self) -> None:
         best = self._best_epoch()
         if best is not None:
-            row = next(r for r in self.rows if r.get("epoch") == best)
-            self.log.info("best %s=%s at epoch %s", self.monitor, _fmt(row[self.monitor]), best)
+            row = next(r for r in self.history_rows() if r.get("epoch") == best)
+            self.log.info("best %s=%s at epoch %s", self.monitor,
+                          format_value(row[self.monitor]), best)
 
     def _note_once(self, message: str) -> None:
         if message not in self._notes:

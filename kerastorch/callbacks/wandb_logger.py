@@ -6,6 +6,7 @@ import numbers
 import os
 from typing import Optional
 
+from ..provenance import describe_model
 from .base import Callback
 
 __all__ = ["WandbLogger"]
@@ -48,11 +49,8 @@ class WandbLogger(Callback):
         self.init_kwargs = init_kwargs
         self.run = None
 
-    def _enabled(self) -> bool:
-        return self.model is None or getattr(self.model, "is_main_process", True)
-
     def on_fit_begin(self, logs=None):
-        if not self._enabled():
+        if not self.is_writer():
             return
         try:
             import wandb
@@ -60,8 +58,6 @@ class WandbLogger(Callback):
             raise ImportError("WandbLogger needs the wandb package: pip install wandb") from exc
         config = self.config
         if config is None and self.model is not None:
-            from ..run_directory import describe_model
-
             config = describe_model(self.model)
         kwargs = {"project": self.project, "mode": self.mode, "config": config,
                   **self.init_kwargs}
