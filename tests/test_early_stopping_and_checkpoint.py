@@ -103,9 +103,14 @@ def test_early_stopping_callback_min_delta_baseline_and_restore():
     # improvements smaller than min_delta do not count
     es = run([1.0, 0.95, 0.92, 0.91], patience=2, min_delta=0.1)
     assert es.stopped_epoch == 3 and es.best == 1.0
-    # a baseline that is never beaten stops after patience epochs
-    es = run([0.9, 0.8, 0.7], patience=2, baseline=0.5)
-    assert es.stopped_epoch == 2 and es.best == 0.5
+    # a baseline that is never beaten stops after patience epochs; the best epoch is still
+    # tracked among them and restored (Keras 3)
+    es = run([0.9, 0.8, 0.7], patience=2, baseline=0.5, restore_best_weights=True)
+    assert es.stopped_epoch == 2 and es.best == 0.8 and es.best_epoch == 2
+    assert es.model.unwrapped_net.weight.item() == 2
+    # beating the baseline resets the patience; improving without beating it does not
+    es = run([0.9, 0.4, 0.45, 0.42, 0.41], patience=2, baseline=0.5)
+    assert es.stopped_epoch == 4 and es.best == 0.4
     # restore_best_weights puts back the best epoch's weights
     es = run([0.9, 0.5, 0.7, 0.8], patience=2, restore_best_weights=True)
     assert es.stopped_epoch == 4 and es.model.unwrapped_net.weight.item() == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
+from ..errors import add_note
+
 __all__ = ["Callback", "CallbackList"]
 
 HOOKS = (
@@ -42,6 +44,36 @@ class Callback:
 
     def set_model(self, model: Any) -> None:
         self.model = model
+
+    @property
+    def state_key(self) -> str:
+        """The name this callback's state is saved under in the resumable state.
+
+        Resume matches saved states by this key, not by position, so adding or
+        removing other callbacks (``plot=True`` on resume, say) loses nothing. The
+        default is the class name; callbacks that can appear several times with
+        different settings include those settings (as ``ModelCheckpoint`` does
+        with its file and monitor). Equal keys are numbered in list order.
+        """
+        return type(self).__qualname__
+
+    def is_writer(self) -> bool:
+        """True on the process that writes files and draws: the main one, or any
+        process when the callback is used without a model."""
+        return self.model is None or getattr(self.model, "is_main_process", True)
+
+    def history_rows(self) -> list:
+        """The rows of this fit's finished epochs, from the model's one :class:`History`.
+
+        Callbacks that need earlier epochs (a CSV file, a plot) read them here
+        rather than keeping a copy, so the rows exist once and are saved once.
+        """
+        history = getattr(self.model, "history_callback", None)
+        if history is None:
+            raise ValueError(f"{type(self).__name__} needs a model with a History "
+                             "(model.history_callback), which fit provides; received "
+                             f"{type(self.model).__name__}")
+        return history.rows
 
     def state_dict(self) -> dict:
         """What a resumed ``fit`` needs to continue this callback exactly (tensors and
@@ -115,14 +147,32 @@ class CallbackList:
             try:
                 getattr(cb, hook)(*call_args)
             except BaseException as exc:
-                _add_note(exc, f"raised in callback {type(cb).__name__}.{hook}")
+                add_note(exc, f"raised in callback {type(cb).__name__}.{hook}")
                 raise
 
     def __iter__(self):
         return iter(self.callbacks)
 
+    def state_keys(self) -> list:
+        """Each callback's :attr:`Callback.state_key`, numbered where two are equal."""
+        keys, seen = [], {}
+        for cb in self.callbacks:
+            key = cb.state_key
+            seen[key] = seen.get(key, 0) + 1
+            keys.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+        return keys
 
-def _add_note(exc: BaseException, note: str) -> None:
-    if hasattr(exc, "add_note"):
-        if note not in getattr(exc, "__notes__", ()):
-            exc.add_note(note)
+    def state_dict(self) -> dict:
+        """``{state_key: state}`` for every callback that has state."""
+        states = {key: cb.state_dict() for key, cb in zip(self.state_keys(), self.callbacks)}
+        return {key: state for key, state in states.items() if state}
+
+    def load_state_dict(self, states: dict) -> list:
+        """Give each callback its saved state by key; return the callbacks left without one."""
+        fresh = []
+        for key, cb in zip(self.state_keys(), self.callbacks):
+            if key in states:
+                cb.load_state_dict(states[key])
+            elif cb.state_dict():
+                fresh.append(key)
+        return fresh

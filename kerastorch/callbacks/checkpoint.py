@@ -50,38 +50,39 @@ class ModelCheckpoint(MonitorCallback):
         self.restore_best_weights = restore_best_weights
         self.last_path = _last_path(filepath, save_last)
 
+    @property
+    def state_key(self) -> str:
+        return f"ModelCheckpoint[{self.filepath}|{self.monitor}]"
+
     def reset(self) -> None:
         super().reset()
-        self.best_weights = None
         self.last_saved = None
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "best_weights": self.best_weights,
-                "last_saved": self.last_saved}
+        return {**super().state_dict(), "last_saved": self.last_saved}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.best_weights, self.last_saved = state["best_weights"], state["last_saved"]
+        self.last_saved = state["last_saved"]
 
     def on_epoch_end(self, epoch, logs=None):
         improved = self.update_best(epoch, logs)
-        if self.last_path is not None and self.model.is_main_process:
+        if self.last_path is not None and self.is_writer():
             atomic_save(cpu_state_dict(self.model.unwrapped_net),
                         self.last_path.format(**{**logs, "epoch": epoch}))
         if not improved and self.save_best_only:
             return
-        net = self.model.unwrapped_net
         if improved and self.restore_best_weights:
-            self.best_weights = cpu_state_dict(net)
-        if self.filepath is not None and self.model.is_main_process:
+            self.remember_weights()
+        if self.filepath is not None and self.is_writer():
             path = self.filepath.format(**{**logs, "epoch": epoch})
             atomic_save(self.best_weights if improved and self.best_weights is not None
-                        else cpu_state_dict(net), path)
+                        else cpu_state_dict(self.model.unwrapped_net), path)
             self.last_saved = path
 
     def on_fit_end(self, logs=None):
-        if self.restore_best_weights and self.best_weights is not None:
-            self.model.unwrapped_net.load_state_dict(self.best_weights)
+        if self.restore_best_weights:
+            self.restore_weights()
 
 
 def _last_path(filepath: Optional[str], save_last: Union[bool, str]) -> Optional[str]:

@@ -30,11 +30,17 @@ class CSVLogger(Callback):
             this fit's rows after them; otherwise each fit starts the file afresh.
             Defaults to False.
 
+    The rows come from the fit's :class:`History` (``Callback.history_rows``), so
+    the logger keeps no copy of its own.
+
     Example:
-        >>> import os, tempfile
+        >>> import os, tempfile, types
+        >>> from kerastorch.callbacks import History
         >>> path = os.path.join(tempfile.mkdtemp(), "history.csv")
-        >>> logger = CSVLogger(path)
+        >>> history, logger = History(), CSVLogger(path)
+        >>> logger.set_model(types.SimpleNamespace(history_callback=history))
         >>> logger.on_fit_begin()
+        >>> history.on_epoch_end(1, {"epoch": 1, "train_loss": 0.5})
         >>> logger.on_epoch_end(1, {"epoch": 1, "train_loss": 0.5})
         >>> print(open(path).read().strip())
         epoch,train_loss
@@ -50,37 +56,35 @@ class CSVLogger(Callback):
         self.filename = os.fspath(filename)
         self.separator = separator
         self.append = append
-        self.rows: list = []
         self._previous: Optional[pd.DataFrame] = None
 
-    def _enabled(self) -> bool:
-        return self.model is None or getattr(self.model, "is_main_process", True)
-
     def on_fit_begin(self, logs=None):
-        self.rows = []  # reset for reuse: each fit writes its own rows
-        self._previous = None
-        if self.append and self._enabled() and os.path.isfile(self.filename) \
+        self._previous = None  # reset for reuse: each fit writes its own rows
+        if self.append and self.is_writer() and os.path.isfile(self.filename) \
                 and os.path.getsize(self.filename) > 0:
             self._previous = pd.read_csv(self.filename, sep=self.separator)
 
+    @property
+    def state_key(self) -> str:
+        return f"CSVLogger[{self.filename}]"
+
     def state_dict(self) -> dict:
-        previous = None if self._previous is None else self._previous.to_dict("records")
-        return {"rows": [dict(r) for r in self.rows], "previous": previous}
+        # this fit's rows are the History's; only the file's earlier rows are the logger's
+        if self._previous is None:
+            return {}
+        return {"previous": self._previous.to_dict("records")}
 
     def load_state_dict(self, state: dict) -> None:
-        # a resumed fit continues the file it was writing, earlier rows included
-        self.rows = [dict(r) for r in state["rows"]]
         previous = state.get("previous")
         self._previous = None if previous is None else pd.DataFrame(previous)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.rows.append(dict(logs or {}))
-        if self._enabled():
+        if self.is_writer():
             self._write()
 
     def to_frame(self) -> pd.DataFrame:
         """The rows this file holds (earlier rows first with ``append=True``)."""
-        frame = pd.DataFrame(self.rows)
+        frame = pd.DataFrame(self.history_rows())
         if self._previous is not None:
             frame = pd.concat([self._previous, frame], ignore_index=True)
         return frame

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..files import cpu_state_dict
+from ..checks import check_patience
 from .monitor import MonitorCallback
 
 __all__ = ["EarlyStopping"]
@@ -23,10 +23,10 @@ class EarlyStopping(MonitorCallback):
         min_delta: smallest change that counts as an improvement. Defaults to 0.
         patience: epochs without improvement before stopping. Defaults to 5.
         mode: ``"min"`` or ``"max"``. Defaults to ``"min"``.
-        baseline: value to beat; epochs that do not beat it count against patience.
-            Defaults to None.
+        baseline: value to beat; epochs that do not beat it count against patience
+            (the best epoch is still tracked among them, as in Keras). Defaults to None.
         restore_best_weights: copy the net's weights back from the best epoch when
-            training ends. Defaults to False.
+            training ends, also when no epoch beat ``baseline``. Defaults to False.
 
     Example:
         >>> es = EarlyStopping(monitor="val_loss", patience=1)
@@ -41,39 +41,39 @@ class EarlyStopping(MonitorCallback):
     def __init__(self, monitor: str = "val_loss", *, min_delta: float = 0.0, patience: int = 5,
                  mode: str = "min", baseline: Optional[float] = None,
                  restore_best_weights: bool = False):
-        if not isinstance(patience, int) or isinstance(patience, bool) or patience < 0:
-            raise ValueError(f"patience must be an int >= 0; received {patience!r}")
-        self.patience = patience
+        self.patience = check_patience(patience, allow_none=False)
         self.restore_best_weights = restore_best_weights
         super().__init__(monitor, mode, min_delta=min_delta, baseline=baseline)
 
     def reset(self) -> None:
         super().reset()
+        self.best = None  # the baseline gates patience only; the best epoch is tracked anyway
         self.wait = 0
         self.stopped_epoch = None
-        self.best_weights = None
+
+    @property
+    def state_key(self) -> str:
+        return f"EarlyStopping[{self.monitor}]"
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "wait": self.wait, "stopped_epoch": self.stopped_epoch,
-                "best_weights": self.best_weights}
+        return {**super().state_dict(), "wait": self.wait, "stopped_epoch": self.stopped_epoch}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
-        self.best_weights = state["best_weights"]
 
     def on_epoch_end(self, epoch, logs=None):
         if self.update_best(epoch, logs):
-            self.wait = 0
             if self.restore_best_weights:
-                # a CPU copy keeps device memory flat, at one copy per improvement
-                self.best_weights = cpu_state_dict(self.model.unwrapped_net)
-            return
+                self.remember_weights()
+            if self.baseline is None or self.is_improvement_over(self.best, self.baseline):
+                self.wait = 0
+                return
         self.wait += 1
         if self.wait >= max(self.patience, 1):
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
     def on_fit_end(self, logs=None):
-        if self.restore_best_weights and self.best_weights is not None:
-            self.model.unwrapped_net.load_state_dict(self.best_weights)
+        if self.restore_best_weights:
+            self.restore_weights()

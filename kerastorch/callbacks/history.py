@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .callbacks.base import Callback
+from .base import Callback
 
 __all__ = ["History"]
 
@@ -12,7 +12,17 @@ __all__ = ["History"]
 class History(Callback):
     """Collects each epoch's row of floats; ``to_frame()`` gives the DataFrame.
 
-    Rows are kept as plain floats (never tensors), so a long run holds no device memory.
+    ``fit`` makes one per run, first in the callback list, and exposes it as
+    ``model.history_callback``: it is the only copy of the epoch rows, which the
+    file and plot callbacks read (:meth:`Callback.history_rows`) and the resumable
+    state saves once. Rows are kept as plain floats (never tensors), so a long run
+    holds no device memory.
+
+    Example:
+        >>> history = History(); history.on_fit_begin()
+        >>> history.on_epoch_end(1, {"epoch": 1, "train_loss": 0.5})
+        >>> history.to_frame().to_dict("records")
+        [{'epoch': 1, 'train_loss': 0.5}]
     """
 
     def __init__(self):

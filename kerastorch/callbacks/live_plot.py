@@ -38,12 +38,18 @@ class LivePlot(Callback):
             Defaults to "curves.png".
         refresh_interval: minimum seconds between two redraws. Defaults to 1.0.
 
+    The rows drawn come from the fit's :class:`History`, so a resumed fit draws the
+    whole run.
+
     Example:
-        >>> import os, tempfile
+        >>> import os, tempfile, types
+        >>> from kerastorch.callbacks import History
         >>> path = os.path.join(tempfile.mkdtemp(), "curves.png")
-        >>> plot = LivePlot(path, refresh_interval=0)
+        >>> history, plot = History(), LivePlot(path, refresh_interval=0)
+        >>> plot.set_model(types.SimpleNamespace(history_callback=history))
         >>> plot.on_fit_begin()
-        >>> plot.on_epoch_end(1, {"epoch": 1, "train_loss": 0.9, "val_loss": 1.0})
+        >>> row = {"epoch": 1, "train_loss": 0.9, "val_loss": 1.0}
+        >>> history.on_epoch_end(1, row); plot.on_epoch_end(1, row)
         >>> plot.draws, os.path.isfile(path)
         (1, True)
     """
@@ -56,18 +62,14 @@ class LivePlot(Callback):
                              f"{refresh_interval!r}")
         self.path = None if path is None else os.fspath(path)
         self.refresh_interval = refresh_interval
-        self.rows: list = []
         self.draws = 0
         self._handle = None
         self._last_draw: Optional[float] = None
         self._drawn_rows = 0
 
-    def _enabled(self) -> bool:
-        return self.model is None or getattr(self.model, "is_main_process", True)
-
     def on_fit_begin(self, logs=None):
         # reset for reuse: a second fit gets its own picture
-        self.rows, self.draws, self._handle = [], 0, None
+        self.draws, self._handle = 0, None
         self._last_draw, self._drawn_rows = None, 0
         try:
             import matplotlib  # noqa: F401
@@ -75,41 +77,36 @@ class LivePlot(Callback):
             raise ImportError("LivePlot (fit(plot=True)) needs matplotlib: "
                               "pip install matplotlib") from exc
 
-    def state_dict(self) -> dict:
-        return {"rows": [dict(r) for r in self.rows]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rows = [dict(r) for r in state["rows"]]  # a resumed fit draws the whole run
-
     def on_epoch_end(self, epoch, logs=None):
-        self.rows.append(dict(logs or {}))
         now = time.monotonic()
         if self._last_draw is None or now - self._last_draw >= self.refresh_interval:
             self._draw()
 
     def on_fit_end(self, logs=None):
-        if self._drawn_rows < len(self.rows):  # the last epochs came faster than the interval
+        # the last epochs came faster than the interval
+        if self.is_writer() and self._drawn_rows < len(self.history_rows()):
             self._draw()
 
     def _draw(self) -> None:
         self._last_draw = time.monotonic()
-        self._drawn_rows = len(self.rows)
         notebook = _in_notebook()
-        if not self._enabled() or (not notebook and self.path is None):
+        if not self.is_writer() or (not notebook and self.path is None):
             return
+        rows = self.history_rows()
+        self._drawn_rows = len(rows)
         import pandas as pd
 
-        from ..plots import _figure_png, _history_figure, _save_png
+        from ..plots import figure_png, history_figure, save_png
 
-        fig = _history_figure(pd.DataFrame(self.rows))
+        fig = history_figure(pd.DataFrame(rows))
         if notebook:
             from IPython.display import Image, display
 
-            image = Image(data=_figure_png(fig), format="png")
+            image = Image(data=figure_png(fig), format="png")
             if self._handle is None:
                 self._handle = display(image, display_id=True)
             else:
                 self._handle.update(image)
         else:
-            _save_png(fig, self.path)
+            save_png(fig, self.path)
         self.draws += 1

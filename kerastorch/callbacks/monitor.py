@@ -5,17 +5,11 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from ..checks import check_mode
+from ..files import cpu_state_dict
 from .base import Callback
 
 __all__ = ["MonitorCallback"]
-
-MODES = ("min", "max")
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of 'min', 'max'; received {mode!r}")
-    return mode
 
 
 class MonitorCallback(Callback):
@@ -46,18 +40,33 @@ class MonitorCallback(Callback):
         self.reset()
 
     def reset(self) -> None:
-        """Forget the best score (called at the start of every fit for reuse)."""
+        """Forget the best score and weights (called at the start of every fit for reuse)."""
         self.best: Optional[float] = self.baseline
         self.best_epoch: Optional[int] = None
+        self.best_weights: Optional[dict] = None
+
+    def remember_weights(self) -> None:
+        """Keep a CPU copy of the net's weights as the best ones (device memory stays flat,
+        at one copy per improvement)."""
+        self.best_weights = cpu_state_dict(self.model.unwrapped_net)
+
+    def restore_weights(self) -> bool:
+        """Load the remembered best weights back into the net; False when there are none."""
+        if self.best_weights is None:
+            return False
+        self.model.unwrapped_net.load_state_dict(self.best_weights)
+        return True
 
     def on_fit_begin(self, logs=None):
         self.reset()
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch}
+        return {"best": self.best, "best_epoch": self.best_epoch,
+                "best_weights": self.best_weights}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.best_weights = state.get("best_weights")
 
     def get_score(self, logs: dict) -> float:
         if self.monitor not in logs:
@@ -68,13 +77,18 @@ class MonitorCallback(Callback):
         return float(logs[self.monitor])
 
     def is_improvement(self, score: float) -> bool:
+        """Whether ``score`` beats the best so far (see the class docstring)."""
+        return self.is_improvement_over(score, self.best)
+
+    def is_improvement_over(self, score: float, reference: Optional[float]) -> bool:
+        """Whether ``score`` is finite and beats ``reference`` by more than ``min_delta``."""
         if not math.isfinite(score):
             return False
-        if self.best is None:
+        if reference is None:
             return True
         if self.mode == "min":
-            return score < self.best - self.min_delta
-        return score > self.best + self.min_delta
+            return score < reference - self.min_delta
+        return score > reference + self.min_delta
 
     def update_best(self, epoch: int, logs: dict) -> bool:
         """Record ``logs[monitor]`` as the best if it improves; return whether it did.

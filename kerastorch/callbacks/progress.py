@@ -6,14 +6,26 @@ import time
 
 from .base import Callback
 
-__all__ = ["ProgressBar"]
+__all__ = ["ProgressBar", "format_value", "epoch_line"]
 
 
-def _fmt(value) -> str:
+def format_value(value) -> str:
+    """A logged value as the progress bar and ``log.log`` show it (4 significant digits)."""
     try:
         return f"{float(value):.4g}"
     except (TypeError, ValueError):
         return str(value)
+
+
+def epoch_line(epoch: int, epochs, logs: dict) -> str:
+    """The epoch's summary as the progress bar ends it: ``Epoch 2/10: train_loss=0.41, ...``.
+
+    Example:
+        >>> epoch_line(2, 10, {"epoch": 2, "train_loss": 0.41234})
+        'Epoch 2/10: train_loss=0.4123'
+    """
+    values = ", ".join(f"{k}={format_value(v)}" for k, v in logs.items() if k != "epoch")
+    return f"Epoch {epoch}/{epochs}: {values}" if epochs else f"Epoch {epoch}: {values}"
 
 
 class ProgressBar(Callback):
@@ -35,14 +47,11 @@ class ProgressBar(Callback):
         self.bar = None
         self.refreshes = 0
 
-    def _enabled(self) -> bool:
-        return self.model is None or getattr(self.model, "is_main_process", True)
-
     def on_fit_begin(self, logs=None):
         self.refreshes = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not self._enabled():
+        if not self.is_writer():
             return
         from tqdm.auto import tqdm
 
@@ -62,12 +71,12 @@ class ProgressBar(Callback):
             self._last = now
             self.refreshes += 1
             # float() here is a host sync, paid at most once per refresh_interval
-            self.bar.set_postfix({k: _fmt(v) for k, v in logs.items()}, refresh=False)
+            self.bar.set_postfix({k: format_value(v) for k, v in logs.items()}, refresh=False)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.bar is None:
             return
-        shown = {k: _fmt(v) for k, v in (logs or {}).items() if k != "epoch"}
+        shown = {k: format_value(v) for k, v in (logs or {}).items() if k != "epoch"}
         self.bar.set_postfix(shown, refresh=False)
         self.bar.close()
         self.bar = None

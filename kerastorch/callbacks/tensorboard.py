@@ -41,12 +41,9 @@ class TensorBoard(Callback):
         self.writer = None
         self.written: dict = {}
 
-    def _enabled(self) -> bool:
-        return self.model is None or getattr(self.model, "is_main_process", True)
-
     def on_fit_begin(self, logs=None):
         self.written = {}  # tag -> scalars written this fit; reset for reuse
-        if not self._enabled():
+        if not self.is_writer():
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
