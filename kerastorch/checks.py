@@ -10,19 +10,74 @@ from typing import Iterable, Optional
 import torch
 import torchmetrics
 
-from .data import loader_length
 
-__all__ = ["FIT_KEYWORDS", "check_fit_args", "check_metrics", "check_not_empty",
-           "check_optimizer_params", "check_scheduler", "check_subclass", "monitor_message",
-           "reject_unknown", "state_paths"]
+__all__ = ["check_bool", "check_callbacks", "check_fit_args", "check_metrics", "check_mode",
+           "check_optimizer_params", "check_patience", "check_path",
+           "check_subclass", "monitor_message", "reject_unknown", "state_paths"]
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+MODES = ("min", "max")
 
-FIT_KEYWORDS = (
-    "train_data", "val_data", "epochs", "ckpt_path", "patience", "monitor", "mode",
-    "callbacks", "plot", "quiet", "mixed_precision", "cpu", "gradient_accumulation_steps",
-    "max_grad_norm", "batch_size", "shuffle", "resume", "state_path", "save_state_every",
-    "skip_nonfinite", "fast_data", "compile", "log_dir")
+
+def check_bool(name: str, value) -> bool:
+    """``value`` when it is True or False; a truthy string such as ``"no"`` is an error.
+
+    Example:
+        >>> check_bool("shuffle", "no")
+        Traceback (most recent call last):
+        ...
+        TypeError: shuffle must be True or False; received str 'no'
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; received {type(value).__name__} "
+                        f"{value!r}")
+    return value
+
+
+def check_path(name: str, value, *, allow_none: bool = True):
+    """``value`` as a str path (``os.PathLike`` accepted); None when allowed.
+
+    Example:
+        >>> check_path("ckpt_path", 123)
+        Traceback (most recent call last):
+        ...
+        TypeError: ckpt_path must be a str or os.PathLike path or None; received int 123
+    """
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
+        expected = "a str or os.PathLike path" + (" or None" if allow_none else "")
+        raise TypeError(f"{name} must be {expected}; received {type(value).__name__} {value!r}")
+    path = os.fspath(value)
+    if not path:
+        raise ValueError(f"{name} must be a non-empty path; received {value!r}")
+    return path
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of 'min', 'max'; received {mode!r}")
+    return mode
+
+
+def check_patience(patience, *, allow_none: bool = True):
+    if patience is None and allow_none:
+        return None
+    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 0:
+        expected = "None or an int >= 0" if allow_none else "an int >= 0"
+        raise ValueError(f"patience must be {expected}; received {patience!r}")
+    return patience
+
+
+def check_callbacks(callbacks, callback_type: type) -> list:
+    """``fit``'s ``callbacks`` as a list; a single callback or a string is an error
+    (each item is checked by the CallbackList)."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, (str, bytes, callback_type)) or not isinstance(callbacks, Iterable):
+        raise TypeError(f"callbacks must be a list of Callback objects; received "
+                        f"{type(callbacks).__name__} {callbacks!r}"[:300])
+    return list(callbacks)
 
 
 def state_paths(ckpt_path, state_path, resume, save_state_every):
@@ -59,7 +114,7 @@ def reject_unknown(unknown: dict, fn: str, known: Iterable[str]) -> None:
     raise TypeError(f"{fn}() got an unexpected keyword argument {name!r}{hint}")
 
 
-def check_fit_args(epochs, mixed_precision, grad_accum, max_grad_norm, patience) -> None:
+def check_fit_args(epochs, mixed_precision, grad_accum, max_grad_norm) -> None:
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1; received {epochs!r}")
     if mixed_precision not in MIXED_PRECISION:
@@ -70,14 +125,6 @@ def check_fit_args(epochs, mixed_precision, grad_accum, max_grad_norm, patience)
     if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float))
                                           and max_grad_norm > 0):
         raise ValueError(f"max_grad_norm must be None or a number > 0; received {max_grad_norm!r}")
-    if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool)
-                                 or patience < 0):
-        raise ValueError(f"patience must be None or an int >= 0; received {patience!r}")
-
-
-def check_not_empty(loader, name: str) -> None:
-    if loader is not None and loader_length(loader) == 0:
-        raise ValueError(f"{name} has no batches (len(loader) == 0); it must yield at least one")
 
 
 def monitor_message(monitor: str, columns: list, has_val: bool) -> str:
@@ -121,26 +168,3 @@ def check_subclass(cls, base: type, what: str) -> type:
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise TypeError(f"{what} must be a subclass of kerastorch.{base.__name__}; received {cls!r}")
     return cls
-
-
-def check_scheduler(sched, interval: str, epochs: int, steps_per_epoch: Optional[int],
-                    grad_accum: int) -> None:
-    """Catch a scheduler that would fail or misbehave mid-run, before training."""
-    if sched is None:
-        return
-    step_interval = interval == "step"
-    if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) and step_interval:
-        raise ValueError("ReduceLROnPlateau needs the monitored value once per epoch; "
-                         "received lr_scheduler_interval='step'. Use 'epoch'")
-    total = getattr(sched, "total_steps", None)  # OneCycleLR stops after this many
-    if total is not None:
-        if step_interval and steps_per_epoch is not None:
-            needed = epochs * -(-steps_per_epoch // grad_accum)
-        else:
-            needed = epochs
-        if needed > total:
-            raise ValueError(
-                f"{type(sched).__name__} allows total_steps={total} steps but this fit "
-                f"would step it {needed} times (lr_scheduler_interval="
-                f"{interval!r}); pass lr_scheduler_interval='step' "
-                "with total_steps=epochs*len(train_loader), or fewer epochs")

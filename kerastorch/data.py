@@ -38,34 +38,58 @@ def _is_array_like(obj: Any) -> bool:
 
 
 def as_dataloader(data: Any, *, batch_size: int, shuffle: bool, name: str) -> Any:
-    """Return ``data`` as something the loop can iterate in batches.
+    """Return ``data`` as something the loop can iterate in batches, with at least one batch.
 
     Accepts a ``DataLoader`` (returned as is), a ``Dataset`` (wrapped with
     ``batch_size``/``shuffle``) or an ``(X, y)`` pair of tensors or numpy arrays.
+    This is the one check that data is not empty (a loader without a length, over
+    an IterableDataset, is checked by the epoch when it yields nothing).
 
     Raises:
         TypeError: any other kind of object.
-        ValueError: X and y of different lengths, or a bad batch_size.
+        ValueError: X and y of different lengths, no samples or no batches, or a bad
+            batch_size.
     """
+    loader = _as_dataloader(data, batch_size=batch_size, shuffle=shuffle, name=name)
+    if loader_length(loader) == 0:
+        raise ValueError(f"{name} has no batches (len(loader) == 0); it must yield at least one")
+    return loader
+
+
+def _as_dataloader(data: Any, *, batch_size: int, shuffle: bool, name: str) -> Any:
     if isinstance(data, DataLoader):
         return data
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1; received {batch_size!r}")
+    if not isinstance(shuffle, bool):
+        raise TypeError(f"shuffle must be True or False; received {type(shuffle).__name__} "
+                        f"{shuffle!r}")
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(map(_is_array_like, data)):
         x, y = as_tensor(data[0], f"{name}[0]"), as_tensor(data[1], f"{name}[1]")
         if len(x) != len(y):
             raise ValueError(
                 f"{name} is an (X, y) pair of different lengths: len(X)={len(x)}, len(y)={len(y)}"
             )
+        if len(x) == 0:
+            raise ValueError(f"{name} is an (X, y) pair with no samples; it needs at least one")
         return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
     if isinstance(data, IterableDataset):
         return DataLoader(data, batch_size=batch_size)
     if isinstance(data, Dataset):
+        if _has_no_samples(data):
+            raise ValueError(f"{name} is a Dataset with no samples; it needs at least one")
         return DataLoader(data, batch_size=batch_size, shuffle=shuffle)
     raise TypeError(
         f"{name} must be a torch DataLoader, a Dataset, or an (X, y) pair of tensors/numpy "
         f"arrays; received {_describe(data)}"
     )
+
+
+def _has_no_samples(dataset: Any) -> bool:
+    try:
+        return len(dataset) == 0
+    except TypeError:
+        return False
 
 
 def _describe(data: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
 from typing import Iterable, Optional
@@ -9,30 +10,30 @@ from typing import Iterable, Optional
 import pandas as pd
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 
+from .accelerate_compat import accelerator_generation, new_accelerator
 from .callbacks.base import Callback, CallbackList
-from .checks import (FIT_KEYWORDS, check_fit_args, check_metrics,
-                     check_not_empty, check_optimizer_params, check_scheduler, check_subclass,
-                     monitor_message, reject_unknown, state_paths)
 from .callbacks.checkpoint import ModelCheckpoint
 from .callbacks.early_stopping import EarlyStopping
-from .callbacks.monitor import check_mode
+from .callbacks.history import History
+from .callbacks.live_plot import LivePlot
 from .callbacks.progress import ProgressBar
+from .callbacks.run_directory import RunDirectory
+from .callbacks.wandb_logger import WandbLogger
+from .checks import (check_bool, check_callbacks, check_fit_args, check_metrics, check_mode,
+                     check_optimizer_params, check_path, check_patience, check_subclass,
+                     monitor_message, reject_unknown, state_paths)
 from .data import as_dataloader, as_tensor, fast_loader, loader_length
 from .files import atomic_save, check_writable, load_state_dict_file
-from .history import History
 from .interrupt import AbortTraining, InterruptGuard
 from .metrics import fresh_metric
 from .runners import EpochRunner, StepRunner
+from .scheduler import SchedulerStepper, check_scheduler, check_scheduler_for_fit
 from .state import load_fit_state, save_fit_state
 
 __all__ = ["KerasModel"]
 
-# bumped whenever any KerasModel creates an Accelerator: Accelerate's state is
-# process-wide, so a model whose Accelerator is older must build a new one
-_accelerator_generation = 0
-SCHEDULER_INTERVALS = ("epoch", "step")
+FLAGS = ("plot", "quiet", "cpu", "shuffle", "skip_nonfinite", "fast_data", "compile")
 
 
 class KerasModel:
@@ -86,10 +87,8 @@ class KerasModel:
                             f"{type(optimizer).__name__}")
         check_optimizer_params(optimizer, net, loss_fn)
         self.optimizer = optimizer
+        check_scheduler(lr_scheduler, lr_scheduler_interval)
         self.lr_scheduler = lr_scheduler
-        if lr_scheduler_interval not in SCHEDULER_INTERVALS:
-            raise ValueError(f"lr_scheduler_interval must be 'epoch' or 'step'; "
-                             f"received {lr_scheduler_interval!r}")
         self.lr_scheduler_interval = lr_scheduler_interval
         if step_runner is not None:
             self.step_runner_class = check_subclass(step_runner, StepRunner, "step_runner")
@@ -99,6 +98,7 @@ class KerasModel:
         self._accelerator_config: Optional[tuple] = None
         self._generation = -1
         self.history: Optional[pd.DataFrame] = None
+        self.history_callback: Optional[History] = None
         self.stop_training = False
         self.interrupted = False
         self.epochs: Optional[int] = None
@@ -126,7 +126,7 @@ class KerasModel:
             batch_size: int = 32, shuffle: bool = True, resume=False,
             state_path: Optional[str] = None, save_state_every: int = 1,
             skip_nonfinite: bool = False, fast_data: bool = True, compile: bool = False,
-            log_dir: Optional[str] = None, **unknown) -> pd.DataFrame:
+            log_dir: Optional[str] = None, wandb: bool = False, **unknown) -> pd.DataFrame:
         """Train for up to ``epochs`` epochs and return the history DataFrame.
 
         Each epoch trains on ``train_data``, then evaluates ``val_data`` (if given),
@@ -178,6 +178,8 @@ class KerasModel:
                 ckpt_path is None) and, for classification, ``confusion_matrix.png`` and
                 ``classification_report.csv`` (see ``kerastorch.callbacks.RunDirectory``);
                 None writes none of them. Defaults to None.
+            wandb: torchkeras's keyword: True adds a :class:`kerastorch.callbacks.WandbLogger`
+                (offline by default; needs the wandb package). Defaults to False.
 
         Returns:
             The history ``pandas.DataFrame``, one row per epoch; also ``self.history``.
@@ -189,32 +191,38 @@ class KerasModel:
             TypeError, ValueError: bad arguments, detected before the first batch.
         """
         arguments = dict(locals())  # recorded in the run directory's hparams.json
-        reject_unknown(unknown, "fit", FIT_KEYWORDS)
-        if not isinstance(compile, bool):
-            raise TypeError(f"compile must be True or False; received {compile!r}")
-        check_fit_args(epochs, mixed_precision, gradient_accumulation_steps, max_grad_norm,
-                        patience)
+        reject_unknown(unknown, "fit", self._fit_keywords())
+        for flag in FLAGS:
+            check_bool(flag, arguments[flag])
+        check_bool("wandb", wandb)
+        ckpt_path, state_path = check_path("ckpt_path", ckpt_path), check_path("state_path",
+                                                                             state_path)
+        log_dir = check_path("log_dir", log_dir)
+        check_fit_args(epochs, mixed_precision, gradient_accumulation_steps, max_grad_norm)
+        check_patience(patience)
+        extra_callbacks = check_callbacks(callbacks, Callback)
         train_dl = as_dataloader(train_data, batch_size=batch_size, shuffle=shuffle,
                                  name="train_data")
         val_dl = None if val_data is None else as_dataloader(
             val_data, batch_size=batch_size, shuffle=False, name="val_data")
-        check_not_empty(train_dl, "train_data")
-        check_not_empty(val_dl, "val_data")
         monitor = self._resolve_monitor(monitor, mode, has_val=val_dl is not None)
-        check_scheduler(self.lr_scheduler, self.lr_scheduler_interval, epochs,
-                        loader_length(train_dl), gradient_accumulation_steps)
+        check_scheduler_for_fit(self.lr_scheduler, self.lr_scheduler_interval, epochs,
+                                loader_length(train_dl), gradient_accumulation_steps)
         state_path, resume_path = state_paths(ckpt_path, state_path, resume, save_state_every)
-        for path in (ckpt_path, state_path):
+        for name, path in (("ckpt_path", ckpt_path), ("state_path", state_path)):
             if path is not None:
-                check_writable(path)
+                check_writable(path, name)
+        if wandb:
+            extra_callbacks.append(WandbLogger())
 
         acc = self._accelerator_for(mixed_precision, cpu, gradient_accumulation_steps)
         train_dl, val_dl = (fast_loader(dl, acc, enabled=fast_data) for dl in (train_dl, val_dl))
         net, optimizer, train_dl, val_dl = self._prepare(acc, train_dl, val_dl)
         net = torch.compile(net) if compile else net  # compiles lazily, at the first batch
-        history = History()
+        history = self.history_callback = History()
         cbs = CallbackList(self._fit_callbacks(history, ckpt_path, monitor, mode, patience,
-                                               quiet, plot, callbacks, log_dir, arguments),
+                                               quiet, plot, extra_callbacks, log_dir,
+                                               arguments),
                            model=self)
         guard = InterruptGuard(message=not quiet and acc.is_main_process)
         train_epoch = self._make_epoch_runner(net, "train", optimizer, cbs, max_grad_norm,
@@ -261,7 +269,7 @@ class KerasModel:
             row.update(val_epoch(val_dl))
         if monitor not in row:
             raise ValueError(monitor_message(monitor, sorted(row), has_val=val_dl is not None))
-        self._step_epoch_scheduler(row[monitor])
+        self.scheduler_stepper.after_epoch(row[monitor])
         skipped = train_epoch.step_runner.skipped_steps
         if skipped:
             train_epoch.step_runner.skipped_steps = 0
@@ -269,13 +277,10 @@ class KerasModel:
                           UserWarning, stacklevel=3)
         cbs.call("on_epoch_end", epoch, row)
 
-    def _step_epoch_scheduler(self, monitored: float) -> None:
-        if self.lr_scheduler is None or self.lr_scheduler_interval != "epoch":
-            return
-        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.lr_scheduler.step(monitored)
-        else:
-            self.lr_scheduler.step()
+    @property
+    def scheduler_stepper(self) -> SchedulerStepper:
+        """Steps ``lr_scheduler`` at ``lr_scheduler_interval`` (see ``kerastorch.scheduler``)."""
+        return SchedulerStepper(self.lr_scheduler, self.lr_scheduler_interval)
 
     # -- evaluate / predict --------------------------------------------------------
 
@@ -284,8 +289,8 @@ class KerasModel:
 
         Uses the precision and device of the last ``fit`` (or full precision).
         """
+        check_bool("quiet", quiet)
         val_dl = as_dataloader(val_data, batch_size=batch_size, shuffle=False, name="val_data")
-        check_not_empty(val_dl, "val_data")
         acc = self._last_accelerator()
         net, val_dl = acc.prepare(self.net, fast_loader(val_dl, acc))
         try:
@@ -295,38 +300,51 @@ class KerasModel:
             acc.unwrap_model(net, keep_fp32_wrapper=False)
         return logs
 
-    @torch.no_grad()
-    def predict(self, data, *, batch_size: int = 32) -> torch.Tensor:
+    def predict(self, data, *, batch_size: int = 32, with_labels: bool = False):
         """The net's outputs for ``data``, concatenated on the CPU in dataset order.
 
         ``data`` is a DataLoader (batches ``(x, ..., y)`` have their last item
         dropped as labels; a batch of one tensor is the input), a Dataset, a tensor
-        or array of inputs, or an ``(X, y)`` pair. Under several processes the
-        padding duplicates of the last batch are dropped.
+        or array of inputs, or an ``(X, y)`` pair. Each batch goes through
+        :meth:`StepRunner.predict_step` (eval mode, no grad, the last fit's
+        precision). Under several processes every process must call it: the data
+        are sharded and the outputs gathered, without the padding duplicates of
+        the last batch.
+
+        Args:
+            data: what to predict on.
+            batch_size: batch size when ``data`` is not a DataLoader. Defaults to 32.
+            with_labels: also return the labels of each batch, concatenated the same
+                way (every batch must have labels). Defaults to False.
+
+        Returns:
+            The outputs tensor, or ``(outputs, labels)`` with ``with_labels=True``.
         """
-        if isinstance(data, (torch.Tensor,)) or (hasattr(data, "__array__")
-                                                  and not isinstance(data, (tuple, list))):
+        check_bool("with_labels", with_labels)
+        if isinstance(data, torch.Tensor) or (hasattr(data, "__array__")
+                                              and not isinstance(data, (tuple, list))):
             data = torch.utils.data.TensorDataset(as_tensor(data, "data"))
         loader = as_dataloader(data, batch_size=batch_size, shuffle=False, name="data")
         acc = self._last_accelerator()
         net, loader = acc.prepare(self.net, fast_loader(loader, acc))
         step = self.step_runner_class(net, self.loss_fn, acc, stage="val")
-        outputs = []
+        outputs, labels = [], []
+        was_training = self.net.training
         try:
             net.eval()
             for batch in loader:
-                if isinstance(batch, (tuple, list)) and len(batch) == 1:
-                    inputs = tuple(batch)
-                elif isinstance(batch, torch.Tensor):
-                    inputs = (batch,)
-                else:
-                    inputs, _ = step.unpack_batch(batch)
-                with acc.autocast():
-                    preds = step.forward(inputs)
-                outputs.append(acc.gather_for_metrics(preds).cpu())
+                preds, batch_labels = step.predict_step(batch)
+                outputs.append(preds.cpu())
+                if with_labels:
+                    if batch_labels is None:
+                        raise TypeError("predict(with_labels=True) needs batches with labels, "
+                                        "(x, ..., y); received a batch of inputs only")
+                    labels.append(batch_labels.cpu())
         finally:
+            self.net.train(was_training)
             acc.unwrap_model(net, keep_fp32_wrapper=False)
-        return torch.cat(outputs)
+        outputs = torch.cat(outputs)
+        return (outputs, torch.cat(labels)) if with_labels else outputs
 
     # -- checkpoints -----------------------------------------------------------------
 
@@ -347,27 +365,18 @@ class KerasModel:
     # -- internals ---------------------------------------------------------------------
 
     def _accelerator_for(self, mixed_precision: str, cpu: bool, grad_accum: int) -> Accelerator:
-        """One Accelerator per configuration; a new configuration resets Accelerate's state.
-
-        Accelerate keeps its state in process-wide singletons that refuse a second
-        ``mixed_precision``; resetting them (not the process group) lets one process
-        run several fits with different precisions.
-        """
-        global _accelerator_generation
+        """One Accelerator per configuration; a new configuration resets Accelerate's state
+        (see ``kerastorch.accelerate_compat.new_accelerator``)."""
         config = (mixed_precision, cpu, grad_accum)
         if (self.accelerator is not None and self._accelerator_config == config
-                and self._generation == _accelerator_generation):
+                and self._generation == accelerator_generation()):
             return self.accelerator
-        if AcceleratorState._shared_state:
-            AcceleratorState._reset_state(reset_partial_state=False)
-            GradientState._reset_state()
         # Accelerate only sets up multi-process CPU (gloo) training when asked for the
         # CPU; without a GPU there is nothing else, so torchrun works unchanged
-        self.accelerator = Accelerator(mixed_precision=mixed_precision,
-                                       cpu=cpu or not _has_accelerator_device(),
-                                       gradient_accumulation_steps=grad_accum)
-        _accelerator_generation += 1
-        self._generation = _accelerator_generation
+        self.accelerator = new_accelerator(mixed_precision=mixed_precision,
+                                           cpu=cpu or not _has_accelerator_device(),
+                                           gradient_accumulation_steps=grad_accum)
+        self._generation = accelerator_generation()
         self._accelerator_config = config
         return self.accelerator
 
@@ -410,16 +419,10 @@ class KerasModel:
         if not quiet:
             cbs.append(ProgressBar())
         if plot:
-            from .callbacks.live_plot import LivePlot
             # with log_dir the run directory's curves.png is the picture outside notebooks
             cbs.append(LivePlot(path=None if log_dir is not None else "curves.png"))
-        if extra is not None:
-            if isinstance(extra, Callback) or not isinstance(extra, Iterable):
-                raise TypeError(f"callbacks must be a list of Callback objects; received "
-                                f"{type(extra).__name__}")
-            cbs.extend(extra)
+        cbs.extend(extra)
         if log_dir is not None:  # last: its confusion matrix sees the restored best weights
-            from .callbacks.run_directory import RunDirectory
             cbs.append(RunDirectory(log_dir, monitor=monitor, mode=mode, arguments=arguments,
                                     save_best=ckpt_path is not None))
         return cbs
@@ -430,6 +433,12 @@ class KerasModel:
         if has_val:
             cols += ["val_loss", *(f"val_{n}" for n in self.metrics_dict)]
         return cols
+
+    @classmethod
+    def _fit_keywords(cls) -> tuple:
+        """``fit``'s keyword names, read from its signature (so a new keyword needs no list)."""
+        params = inspect.signature(cls.fit).parameters.values()
+        return tuple(p.name for p in params if p.name != "self" and p.kind != p.VAR_KEYWORD)
 
     def _resolve_monitor(self, monitor: str, mode: str, has_val: bool) -> str:
         check_mode(mode)
@@ -451,8 +460,6 @@ class KerasModel:
                 f"{better}: pass mode={'max' if better else 'min'!r} unless this is intended",
                 UserWarning, stacklevel=3)
         return monitor
-
-
 
 
 def _has_accelerator_device() -> bool:

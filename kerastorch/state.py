@@ -15,12 +15,14 @@ import numpy as np
 import torch
 from accelerate.utils import gather_object
 
+from .accelerate_compat import loader_generator
 from .files import atomic_save, load_weights_only
 
 __all__ = ["get_rng_state", "set_rng_state", "save_training_state", "load_training_state",
            "save_fit_state", "load_fit_state"]
 
-FORMAT_VERSION = 1
+# 2: callback states keyed by Callback.state_key (1 matched them by position)
+FORMAT_VERSION = 2
 
 
 def get_rng_state() -> dict:
@@ -55,12 +57,13 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_training_state(path: str, *, epoch: int, net: torch.nn.Module, optimizer,
-                        lr_scheduler=None, scaler=None, callback_states: List[dict],
+                        lr_scheduler=None, scaler=None, callback_states: dict,
                         rng_states: List[dict],
                         extra: Optional[dict] = None) -> None:
     """Write the state at the end of ``epoch`` atomically to ``path``.
 
-    ``rng_states`` holds one entry per process, so each rank gets its own back.
+    ``rng_states`` holds one entry per process, so each rank gets its own back;
+    ``callback_states`` maps each callback's ``state_key`` to its state.
     """
     state: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -94,9 +97,8 @@ def save_fit_state(model, path: str, epoch: int, callbacks, train_dl) -> None:
     """Write ``model``'s training state at the end of ``epoch`` (rank 0 writes, all wait)."""
     acc = model.accelerator
     extra = {"stopped": model.stop_training}
-    generator = getattr(train_dl, "synchronized_generator", None)
+    generator = loader_generator(train_dl)
     if generator is not None:
-        # under several processes Accelerate shuffles with its own generator
         extra["loader_generator"] = generator.get_state()
     # every rank's RNG goes into rank 0's one file
     rng_states = gather_object([get_rng_state()]) if acc.num_processes > 1 \
@@ -105,8 +107,7 @@ def save_fit_state(model, path: str, epoch: int, callbacks, train_dl) -> None:
         save_training_state(
             path, epoch=epoch, net=model.unwrapped_net, optimizer=model.optimizer,
             lr_scheduler=model.lr_scheduler, scaler=acc.scaler,
-            callback_states=[
-                {"class": type(cb).__name__, "state": cb.state_dict()} for cb in callbacks],
+            callback_states=callbacks.state_dict(),
             rng_states=rng_states, extra=extra)
     acc.wait_for_everyone()
 
@@ -120,16 +121,12 @@ def load_fit_state(model, path: str, callbacks, train_dl) -> int:
         model.lr_scheduler.load_state_dict(state["lr_scheduler"])
     if model.accelerator.scaler is not None and state["scaler"] is not None:
         model.accelerator.scaler.load_state_dict(state["scaler"])
-    saved = state["callbacks"]
-    for i, cb in enumerate(callbacks):
-        if i < len(saved) and saved[i]["class"] == type(cb).__name__:
-            cb.load_state_dict(saved[i]["state"])
-        elif cb.state_dict():
-            warnings.warn(f"resume: no saved state for callback {type(cb).__name__} at "
-                          f"position {i}; it starts fresh", UserWarning, stacklevel=3)
+    for key in callbacks.load_state_dict(state["callbacks"]):
+        warnings.warn(f"resume: no saved state for callback {key}; it starts fresh",
+                      UserWarning, stacklevel=3)
     rng = state["rng"]
     set_rng_state(rng[min(model.accelerator.process_index, len(rng) - 1)])
-    generator = getattr(train_dl, "synchronized_generator", None)
+    generator = loader_generator(train_dl)
     if generator is not None and "loader_generator" in state["extra"]:
         generator.set_state(state["extra"]["loader_generator"])
     if state["extra"].get("stopped"):

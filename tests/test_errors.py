@@ -234,10 +234,9 @@ def test_schedulers_that_would_fail_or_misbehave_mid_run(data):
     df = model.fit(data, epochs=5, ckpt_path=None, quiet=True, patience=None)
     assert len(df) == 5
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
-    model = KerasModel(net, nn.CrossEntropyLoss(), optimizer=opt, lr_scheduler=plateau,
-                       lr_scheduler_interval="step")
     with pytest.raises(ValueError, match="ReduceLROnPlateau needs the monitored value"):
-        model.fit(data, epochs=1, ckpt_path=None, quiet=True)
+        KerasModel(net, nn.CrossEntropyLoss(), optimizer=opt, lr_scheduler=plateau,
+                   lr_scheduler_interval="step")
 
 
 def test_iterable_dataset_without_len_trains_with_a_totalless_progress_bar():

@@ -198,8 +198,8 @@ def test_nan_epoch_never_becomes_the_best_checkpoint_even_if_its_metric_looks_be
                    patience=None, ckpt_path=str(tmp_path / "best.pt"), quiet=True)
     assert df["train_loss"].isna().tolist() == [False, True, True]
     state = load_training_state(str(tmp_path / "best.pt.state.pt"))
-    checkpoint = [c for c in state["callbacks"] if c["class"] == "ModelCheckpoint"][0]
-    assert checkpoint["state"]["best_epoch"] == 1
+    checkpoint = state["callbacks"][f"ModelCheckpoint[{tmp_path / 'best.pt'}|val_score]"]
+    assert checkpoint["best_epoch"] == 1
 
 
 def test_tampered_checkpoint_with_code_is_refused_and_never_runs(tmp_path):
