@@ -9,8 +9,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_open", "atomic_save", "load_weights_only", "load_state_dict_file",
+__all__ = ["atomic_open", "atomic_save", "remove_stale_temporaries", "load_weights_only", "load_state_dict_file",
            "cpu_state_dict", "check_writable"]
+
+
+TMP_SUFFIX = ".kt-tmp"
 
 
 @contextlib.contextmanager
@@ -18,21 +21,27 @@ def atomic_open(path: str, mode: str = "wb", **open_kwargs):
     """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename.
 
     A crash or an exception mid-write leaves the previous ``path`` intact and no
-    temporary file behind. Every file kerastorch writes goes through here.
+    temporary file behind. A process killed mid-write (SIGKILL) cannot clean up:
+    its temporary file is named ``.<name>.<pid>.<random>.kt-tmp``, which no
+    ``*.pt`` (or ``*.csv``, ...) glob matches, and the next write of the same
+    ``path`` removes such files left by processes that no longer run. Every file
+    kerastorch writes goes through here.
 
     Example:
         >>> import tempfile, os
         >>> target = os.path.join(tempfile.mkdtemp(), "note.txt")
         >>> with atomic_open(target, "w") as f:
         ...     _ = f.write("done")
-        >>> open(target).read()
-        'done'
+        >>> open(target).read(), os.listdir(os.path.dirname(target))
+        ('done', ['note.txt'])
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    prefix = f".{os.path.basename(path)}."
+    remove_stale_temporaries(directory, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=TMP_SUFFIX,
+                               dir=directory)
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
@@ -43,6 +52,36 @@ def atomic_open(path: str, mode: str = "wb", **open_kwargs):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_stale_temporaries(directory: str, prefix: str) -> list:
+    """Remove ``prefix<pid>.*.kt-tmp`` files in ``directory`` whose writer no longer runs.
+
+    A file whose pid is alive belongs to a write in progress (another process, or
+    another thread of this one) and is kept. Returns the removed names.
+    """
+    removed = []
+    for name in os.listdir(directory):
+        if not (name.startswith(prefix) and name.endswith(TMP_SUFFIX)):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, name))
+                removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
 
 
 def atomic_save(obj: Any, path: str) -> None:

@@ -41,7 +41,7 @@ def test_two_processes_train_and_agree_on_history(ddp_run):
     assert list(r0["history"]) == ["epoch", "train_loss", "train_acc", "lr", "val_loss", "val_acc"]
     assert r0["evaluate"] == r1["evaluate"]
     assert (out / "best.pt").exists()
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".kt-tmp")]
 
 
 def test_distributed_validation_equals_single_process_evaluation(ddp_run):

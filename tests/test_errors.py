@@ -47,12 +47,26 @@ def _model(**kwargs):
         (dict(trian_data=None), TypeError, r"unexpected keyword argument 'trian_data'; "
                                            r"did you mean 'train_data'\?"),
         (dict(callbacks=[object()]), TypeError, r"Callback instances; received object"),
+        (dict(callbacks="cb"), TypeError, r"callbacks must be a list of Callback objects; "
+                                          r"received str 'cb'"),
+        (dict(ckpt_path=123), TypeError, r"ckpt_path must be a str or os.PathLike path or "
+                                         r"None; received int 123"),
+        (dict(state_path=7), TypeError, r"state_path must be a str or os.PathLike path or "
+                                        r"None; received int 7"),
+        (dict(log_dir=3.5), TypeError, r"log_dir must be a str or os.PathLike path or None; "
+                                       r"received float 3.5"),
+        (dict(resume=7), TypeError, r"resume must be a bool or a path; received int"),
+        *[(dict([(flag, value)]), TypeError, f"{flag} must be True or False; received "
+                                             f"{type(value).__name__} {value!r}")
+          for flag in ("plot", "quiet", "cpu", "shuffle", "skip_nonfinite", "fast_data",
+                       "compile", "wandb")
+          for value in ("no", 1)],
     ],
 )
 def test_fit_argument_errors_are_raised_before_any_batch(data, kwargs, exc, pattern):
     model = _model()
     with pytest.raises(exc, match=pattern):
-        model.fit(data, ckpt_path=None, quiet=True, **kwargs)
+        model.fit(data, **{"ckpt_path": None, "quiet": True, **kwargs})
     assert CountingNet.calls == 0
 
 
@@ -190,6 +204,37 @@ def test_loader_yielding_non_tensors_is_a_type_error_naming_the_item():
                                         r"tuple of str.*collate_fn"):
         model.fit(DataLoader(Strings(), batch_size=2), ckpt_path=None, quiet=True)
     assert CountingNet.calls == 0
+
+
+def test_an_empty_x_y_pair_names_the_argument():
+    model = _model()
+    with pytest.raises(ValueError, match=r"train_data is an \(X, y\) pair with no samples"):
+        model.fit((torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), quiet=True,
+                  ckpt_path=None)
+    with pytest.raises(ValueError, match=r"val_data is an \(X, y\) pair with no samples"):
+        model.evaluate((torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), quiet=True)
+    assert CountingNet.calls == 0
+
+
+@pytest.mark.parametrize("scheduler", ["steplr", 0.1, object()])
+def test_a_scheduler_without_step_fails_at_construction(scheduler):
+    with pytest.raises(TypeError, match="lr_scheduler must be a torch.optim.lr_scheduler object "
+                                        "with step.. and state_dict..; received"):
+        KerasModel(TinyNet(), nn.CrossEntropyLoss(), lr_scheduler=scheduler)
+
+
+def test_a_metric_that_raises_on_the_first_batch_changes_no_weight(data):
+    def broken(preds, labels):
+        raise RuntimeError("metric bug")
+
+    net = TinyNet()
+    before = [p.detach().clone() for p in net.parameters()]
+    model = KerasModel(net, nn.CrossEntropyLoss(), metrics_dict={"mine": broken},
+                       optimizer=torch.optim.Adam(net.parameters(), lr=0.1))
+    with pytest.raises(RuntimeError, match="metric bug"):
+        model.fit(data, ckpt_path=None, quiet=True)
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    assert not model.optimizer.state  # Adam took no step either
 
 
 def test_metric_that_raises_propagates_with_a_note_naming_it(data):

@@ -11,7 +11,7 @@ from conftest import TinyNet, loader, make_classification
 from torch import nn
 
 from kerastorch import KerasModel
-from kerastorch.callbacks import Callback
+from kerastorch.callbacks import Callback, EarlyStopping
 from kerastorch.state import load_training_state
 
 HERE = os.path.dirname(__file__)
@@ -59,7 +59,7 @@ def test_sigkill_mid_epoch_then_resume_matches_the_straight_run(straight, tmp_pa
     assert killed.returncode == -signal.SIGKILL
     state = load_training_state(str(tmp_path / "best.pt.state.pt"))
     assert state["epoch"] == 3  # the last completed epoch
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".kt-tmp")]
     resumed = run_script(tmp_path, 6, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(straight, result(tmp_path))
@@ -217,3 +217,43 @@ def test_tampered_checkpoint_with_code_is_refused_and_never_runs(tmp_path):
     with pytest.raises(ValueError, match="weights_only=True"):
         load_training_state(str(path))
     assert not marker.exists()
+
+
+class EpochCounter(Callback):
+    """A callback with state: counts the epochs it has seen across resumes."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_fit_begin(self, logs=None):
+        self.seen = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen.append(epoch)
+
+    def state_dict(self):
+        return {"seen": list(self.seen)}
+
+    def load_state_dict(self, state):
+        self.seen = list(state["seen"])
+
+
+def test_resume_matches_callback_state_by_key_when_the_callback_list_changes(
+        tmp_path, recwarn, monkeypatch):
+    x, y = make_classification(n=32)
+    kwargs = dict(ckpt_path=str(tmp_path / "ck.pt"), quiet=True, patience=None)
+    first = EpochCounter()
+    KerasModel(TinyNet(), nn.CrossEntropyLoss()).fit(
+        loader(x, y, 8), loader(x, y), epochs=2, callbacks=[first], **kwargs)
+    assert first.seen == [1, 2]
+    # plot=True inserts a LivePlot before the user's callbacks, and an EarlyStopping is added
+    second = EpochCounter()
+    model = KerasModel(TinyNet(), nn.CrossEntropyLoss())
+    monkeypatch.chdir(tmp_path)  # LivePlot writes curves.png into the working directory
+    df = model.fit(loader(x, y, 8), loader(x, y), epochs=4, resume=True, plot=True,
+                   callbacks=[EarlyStopping(patience=10), second], **kwargs)
+    assert second.seen == [1, 2, 3, 4]
+    assert df["epoch"].tolist() == [1, 2, 3, 4]
+    fresh = [str(w.message) for w in recwarn if "starts fresh" in str(w.message)]
+    assert fresh == ["resume: no saved state for callback EarlyStopping[val_loss]; it starts "
+                     "fresh"]

@@ -1,0 +1,44 @@
+"""Atomic writes: no half files, temporary names no glob picks up, stale ones cleared."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kerastorch.files import TMP_SUFFIX, atomic_open, atomic_save
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid  # finished and reaped: no process has this pid now (barring reuse)
+
+
+def test_a_killed_writers_temporary_is_invisible_to_globs_and_cleared_next_write(tmp_path):
+    target = tmp_path / "best.pt"
+    stale = tmp_path / f".best.pt.{_dead_pid()}.abc123{TMP_SUFFIX}"
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / f".best.pt.{os.getppid()}.def456{TMP_SUFFIX}"  # a writer still running
+    live.write_bytes(b"in progress")
+    other = tmp_path / f".last.pt.{_dead_pid()}.ghi789{TMP_SUFFIX}"  # another target's
+    other.write_bytes(b"not ours to clear now")
+    assert glob.glob(str(tmp_path / "*.pt")) == []
+    assert glob.glob(str(tmp_path / "**" / "*.pt"), recursive=True, include_hidden=True) == [] \
+        if sys.version_info >= (3, 11) else True
+    atomic_save({"w": torch.ones(2)}, str(target))
+    assert sorted(os.listdir(tmp_path)) == sorted(["best.pt", live.name, other.name])
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(2))
+
+
+def test_an_error_mid_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "history.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_open(str(target), "w") as f:
+            f.write("new, half")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["history.csv"]
