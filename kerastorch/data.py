@@ -6,6 +6,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler,
                               SequentialSampler, TensorDataset, default_collate)
 
@@ -240,8 +241,6 @@ def fast_loader(loader: Any, accelerator: Any, *, enabled: bool = True) -> Any:
 
 
 def _single_plain_process(accelerator: Any) -> bool:
-    from accelerate.utils import DistributedType
-
     return (accelerator.num_processes == 1 and accelerator.gradient_accumulation_steps == 1
             and accelerator.distributed_type == DistributedType.NO)
 

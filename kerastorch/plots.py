@@ -8,6 +8,7 @@ never open a window, need no ``plt.close`` and are safe outside the main thread.
 
 from __future__ import annotations
 
+import io
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -251,8 +252,6 @@ def new_figure(figsize, *, pyplot: bool):
 
 def figure_png(fig, dpi: int = 100) -> bytes:
     """The figure rendered as PNG bytes."""
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()

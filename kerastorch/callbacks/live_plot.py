@@ -6,6 +6,9 @@ import os
 import time
 from typing import Optional
 
+import pandas as pd
+
+from ..plots import figure_png, history_figure, save_png
 from .base import Callback
 
 __all__ = ["LivePlot"]
@@ -94,10 +97,6 @@ class LivePlot(Callback):
             return
         rows = self.history_rows()
         self._drawn_rows = len(rows)
-        import pandas as pd
-
-        from ..plots import figure_png, history_figure, save_png
-
         fig = history_figure(pd.DataFrame(rows))
         if notebook:
             from IPython.display import Image, display

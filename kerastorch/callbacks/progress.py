@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from tqdm.auto import tqdm
+
 from .base import Callback
 
 __all__ = ["ProgressBar", "format_value", "epoch_line"]
@@ -53,8 +55,6 @@ class ProgressBar(Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if not self.is_writer():
             return
-        from tqdm.auto import tqdm
-
         epochs = getattr(self.model, "epochs", None)
         total = getattr(self.model, "train_steps", None)
         self.bar = tqdm(total=total, desc=f"Epoch {epoch}/{epochs}" if epochs else f"Epoch {epoch}",

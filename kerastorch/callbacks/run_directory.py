@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..checks import check_mode
 from ..evaluation import classification_report, confusion_matrix, predictions_and_classes
+from ..plots import confusion_figure, history_figure, save_png
 from ..provenance import describe_fit_arguments, describe_model, versions, write_json
 from .base import Callback, CallbackList
 from .checkpoint import ModelCheckpoint
@@ -253,8 +254,6 @@ class RunDirectory(Callback):
         rows = self.history_rows()
         self._last_plot, self._plotted_rows = time.monotonic(), len(rows)
         try:
-            from ..plots import history_figure, save_png
-
             fig = history_figure(pd.DataFrame(rows))
         except ImportError:
             self._note_once("matplotlib is not installed: no curves.png or confusion_matrix.png")
@@ -289,8 +288,6 @@ class RunDirectory(Callback):
         classification_report(matrix, self.class_names).to_csv(
             self._file("classification_report.csv"))
         try:
-            from ..plots import confusion_figure, save_png
-
             save_png(confusion_figure(matrix.numpy(), self.class_names,
                                       title="Confusion matrix (val_data)"),
                      self._file("confusion_matrix.png"))
