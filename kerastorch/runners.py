@@ -6,7 +6,11 @@ from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
-from .losses import check_loss
+from . import diagnostics
+from .accelerate_compat import bare_optimizer
+from .diagnostics import describe
+from .errors import add_note
+from .scheduler import SchedulerStepper
 
 __all__ = ["StepRunner", "EpochRunner"]
 
@@ -71,7 +75,8 @@ class StepRunner:
         self.lr_scheduler_interval = lr_scheduler_interval
         self.skip_nonfinite = skip_nonfinite
         self.skipped_steps = 0
-        self._bare_optimizer = _bare_optimizer(optimizer)
+        self.scheduler = SchedulerStepper(lr_scheduler, lr_scheduler_interval)
+        self._bare_optimizer = bare_optimizer(optimizer)
         self.batch_size = 1
         self._first_batch_checked = False
 
@@ -115,6 +120,7 @@ class StepRunner:
 
     def train_step(self, inputs, labels):
         acc = self.accelerator
+        first = not self._first_batch_checked
         with acc.autocast():
             preds = self.forward(inputs)
             if self._first_batch_checked:
@@ -126,6 +132,9 @@ class StepRunner:
             self.skipped_steps += 1
             self.batch_size = 0
             return {}, {}
+        if first:
+            # a metric that fails on these outputs must fail before any weight changes
+            self.update_metrics(preds, labels)
         acc.backward(loss)
         if self.max_grad_norm is not None and acc.sync_gradients:
             # accelerate unscales fp16 gradients before measuring the norm
@@ -134,15 +143,14 @@ class StepRunner:
             self.optimizer.step()
         elif acc.sync_gradients:
             self._bare_optimizer.step()
-        if (self.lr_scheduler is not None and self.lr_scheduler_interval == "step"
-                and acc.sync_gradients and not acc.optimizer_step_was_skipped):
-            self.lr_scheduler.step()
+        self.scheduler.after_optimizer_step(acc)
         if self._bare_optimizer is None:
             self.optimizer.zero_grad()
         elif acc.sync_gradients:
             self._bare_optimizer.zero_grad()  # torch defaults to set_to_none=True
         self.batch_size = _batch_len(labels)
-        self.update_metrics(preds, labels)
+        if not first:
+            self.update_metrics(preds, labels)
         return {f"{self.stage}_loss": loss.detach()}, {}
 
     def val_step(self, inputs, labels):
@@ -162,6 +170,28 @@ class StepRunner:
         self.update_metrics(preds, labels)
         return {f"{self.stage}_loss": loss.detach()}, {}
 
+    def predict_step(self, batch: Any) -> Tuple[Any, Any]:
+        """One batch of ``predict``: ``(outputs, labels)``, labels None when the batch has none.
+
+        A tensor, or a tuple/list of one item, is the input alone; anything else goes
+        through :meth:`unpack_batch`. Runs :meth:`forward` under no_grad and
+        autocast; under several processes both are gathered (``gather_for_metrics``
+        drops the padding duplicates of the last batch), so every process gets the
+        whole batch. Override it to post-process outputs (Keras's ``predict_step``).
+        """
+        if isinstance(batch, torch.Tensor):
+            inputs, labels = (batch,), None
+        elif isinstance(batch, (tuple, list)) and len(batch) == 1:
+            inputs, labels = tuple(batch), None
+        else:
+            inputs, labels = self.unpack_batch(batch)
+        acc = self.accelerator
+        with torch.no_grad(), acc.autocast():
+            preds = self.forward(inputs)
+        if labels is None:
+            return acc.gather_for_metrics(preds), None
+        return acc.gather_for_metrics((preds, labels))
+
     def update_metrics(self, preds: Any, labels: Any) -> None:
         """``update`` each metric (never its forward, which would compute twice)."""
         if not self.metrics_dict:
@@ -171,8 +201,8 @@ class StepRunner:
             try:
                 metric.update(preds, labels)
             except Exception as exc:
-                _add_note(exc, f"raised in metric {name!r}.update (metrics_dict[{name!r}]) with "
-                               f"preds {_describe(preds)} and labels {_describe(labels)}")
+                add_note(exc, f"raised in metric {name!r}.update (metrics_dict[{name!r}]) with "
+                               f"preds {describe(preds)} and labels {describe(labels)}")
                 raise
 
     # -- checks on the first batch only, so they cost nothing per step ----------
@@ -180,98 +210,27 @@ class StepRunner:
     def _check_batch_types(self, inputs, labels) -> None:
         """With the default unpack/forward, inputs and labels must be tensors."""
         cls = type(self)
-        if cls.unpack_batch is not StepRunner.unpack_batch or cls.forward is not StepRunner.forward:
-            return
-        for where, item in [*((f"input {i}", x) for i, x in enumerate(inputs)),
-                            ("the label (last item)", labels)]:
-            if not isinstance(item, torch.Tensor):
-                raise TypeError(
-                    f"the default StepRunner expects every batch item to be a tensor; {where} is "
-                    f"{_describe(item)}. Convert it in the Dataset or the DataLoader's "
-                    "collate_fn, or subclass StepRunner and override unpack_batch/forward"
-                )
+        custom = (cls.unpack_batch is not StepRunner.unpack_batch
+                  or cls.forward is not StepRunner.forward)
+        diagnostics.check_batch_types(inputs, labels, custom_unpack=custom)
 
     def _checked_first_loss(self, preds, labels) -> torch.Tensor:
-        """The first training loss, computed through ``losses.check_loss``.
-
-        check_loss warns about log-softmax/softmax outputs fed to cross-entropy,
-        and raises for wrong target dtypes/shapes, non-scalar losses and losses with
-        no gradient path to the net; it returns the loss it computed, so the first
-        batch costs one loss evaluation as usual.
-        """
-        self._check_batch_sizes(preds, labels)
-        if type(self).compute_loss is StepRunner.compute_loss:
-            # the frames between check_loss and the user's fit call: train_step,
-            # StepRunner.__call__, EpochRunner.__call__, KerasModel._run_epoch, fit,
-            # counted from check_loss
-            loss = check_loss(self.loss_fn, preds, labels, net=self.net, stacklevel=8)
-        else:
-            loss = self.compute_loss(preds, labels)
-        self._check_first_batch(preds, labels, loss)
+        """The first training loss, computed and checked by ``diagnostics.checked_first_loss``."""
+        default = type(self).compute_loss is StepRunner.compute_loss
+        loss = diagnostics.checked_first_loss(self.compute_loss, preds, labels, net=self.net,
+                                              loss_fn=self.loss_fn if default else None)
+        self._first_batch_checked = True
         return loss
 
     def _check_batch_sizes(self, preds, labels) -> None:
-        if isinstance(preds, torch.Tensor) and isinstance(labels, torch.Tensor) \
-                and preds.ndim > 0 and labels.ndim > 0 and preds.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"the net's output has batch size {preds.shape[0]} but the labels have "
-                f"{labels.shape[0]} (output shape {tuple(preds.shape)}, labels shape "
-                f"{tuple(labels.shape)})"
-            )
+        diagnostics.check_batch_sizes(preds, labels)
 
     def _check_first_batch(self, preds, labels, loss) -> None:
         self._first_batch_checked = True
-        if not isinstance(loss, torch.Tensor):
-            raise TypeError(
-                f"loss_fn must return a scalar torch.Tensor; received {type(loss).__name__}"
-            )
-        if loss.numel() != 1:
-            raise ValueError(
-                f"loss_fn must return a scalar (use reduction='mean'); received a tensor of "
-                f"shape {tuple(loss.shape)}"
-            )
-        if self.stage == "train" and not loss.requires_grad:
-            raise ValueError(
-                "loss_fn returned a tensor without grad: it has no gradient path to the net "
-                "(was it computed from .detach(), .item(), numpy or under torch.no_grad?)"
-            )
-
-
-def _bare_optimizer(optimizer):
-    """The optimizer inside Accelerate's wrapper when the wrapper would add nothing.
-
-    AcceleratedOptimizer.step/zero_grad only forward to the inner optimizer when
-    gradients sync, unless a GradScaler, XLA or a LOMO optimizer is involved; but
-    they pay two uncached importlib look-ups and an inspect.signature per step
-    (about 0.4 ms here, a third of a tiny MLP's step). Only that plain case is
-    bypassed; anything else (DeepSpeed's wrapper included) keeps the wrapper.
-    """
-    try:
-        from accelerate.optimizer import AcceleratedOptimizer
-    except ImportError:  # pragma: no cover - accelerate is a dependency
-        return None
-    if type(optimizer) is not AcceleratedOptimizer or optimizer.scaler is not None:
-        return None
-    inner = optimizer.optimizer
-    if getattr(optimizer, "accelerator_state", None) is not None and \
-            str(getattr(optimizer.accelerator_state, "distributed_type", "")).endswith("XLA"):
-        return None
-    if type(inner).__module__.startswith("lomo_optim"):
-        return None
-    return inner
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    if isinstance(value, (list, tuple)) and value:
-        return f"a {type(value).__name__} of {type(value[0]).__name__}"
-    return f"a {type(value).__name__}"
-
-
-def _add_note(exc: BaseException, note: str) -> None:
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
+        default = type(self).compute_loss is StepRunner.compute_loss
+        diagnostics.check_loss_output(loss, self.compute_loss, preds=preds,
+                                      loss_fn=self.loss_fn if default else None,
+                                      training=self.stage == "train")
 
 
 def _batch_len(labels: Any) -> int:
@@ -349,7 +308,7 @@ class EpochRunner:
             try:
                 logs[f"{stage}_{name}"] = _to_float(metric.compute())
             except Exception as exc:
-                _add_note(exc, f"raised in metric {name!r}.compute (metrics_dict[{name!r}])")
+                add_note(exc, f"raised in metric {name!r}.compute (metrics_dict[{name!r}])")
                 raise
             metric.reset()
         return logs
