@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from kerastorch import KerasModel
 
-HERE = os.path.dirname(__file__)
+HERE = os.path.join(os.path.dirname(__file__), "scripts")
 
 
 def _torchrun(out, *args, timeout=180):

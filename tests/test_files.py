@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from kerastorch.files import TMP_SUFFIX, atomic_open, atomic_save
+from kerastorch.files import TMP_SUFFIX, atomic_open, atomic_save, load_state_dict_file
 
 
 def _dead_pid() -> int:
@@ -42,3 +42,22 @@ def test_an_error_mid_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path)
             raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["history.csv"]
+
+
+def test_checkpoint_write_failure_leaves_previous_best_intact(tmp_path, monkeypatch):
+    import kerastorch.files as files
+
+    path = tmp_path / "best.pt"
+    files.atomic_save({"w": torch.ones(2)}, str(path))
+    real_save = torch.save
+
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        files.atomic_save({"w": torch.zeros(2)}, str(path))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.equal(load_state_dict_file(str(path))["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temp file left behind

@@ -14,7 +14,7 @@ from kerastorch import KerasModel
 from kerastorch.callbacks import Callback, EarlyStopping
 from kerastorch.state import load_training_state
 
-HERE = os.path.dirname(__file__)
+HERE = os.path.join(os.path.dirname(__file__), "scripts")
 
 
 def run_script(out, epochs, *args):

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-HERE = os.path.dirname(__file__)
+HERE = os.path.join(os.path.dirname(__file__), "scripts")
 
 
 def test_seed003_program_runs_unchanged_and_learns(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchmetrics
 from conftest import TinyNet, loader, make_classification
-from test_callbacks_tensorboard import assert_scalars_equal_history, read_scalars
+from test_tensorboard import assert_scalars_equal_history, read_scalars
 from torch import nn
 
 import kerastorch

@@ -4,8 +4,7 @@ import os
 
 import pytest
 import torch
-from conftest import ScriptedScore, loader, make_classification
-from test_early_stopping_and_checkpoint import EpochWeights
+from conftest import EpochWeights, ScriptedScore, loader, make_classification
 from torch import nn
 
 from kerastorch import KerasModel

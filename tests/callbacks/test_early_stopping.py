@@ -1,10 +1,11 @@
-"""Early stopping and best-checkpointing inside fit, driven by scripted metric values."""
+"""EarlyStopping alone and with fit's checkpoint: scripted-metric tables, baselines, reuse."""
 
 import math
 
 import pytest
 import torch
-from conftest import ScriptedMetric, ScriptedScore, TinyNet, loader, make_classification
+from conftest import (EpochWeights, ScriptedMetric, ScriptedScore, TinyNet, loader,
+                      make_classification)
 from torch import nn
 
 from kerastorch import KerasModel
@@ -12,19 +13,6 @@ from kerastorch.callbacks import EarlyStopping, ModelCheckpoint
 from kerastorch.files import load_state_dict_file
 
 NAN = float("nan")
-
-
-class EpochWeights(nn.Module):
-    """A net whose single weight is set to the epoch number by a callback, so the
-    restored weight tells which epoch's weights are in the net."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 3)
-        self.tag = nn.Parameter(torch.zeros(()), requires_grad=False)
-
-    def forward(self, x):
-        return self.fc(x)
 
 
 def _fit_scripted(values, tmp_path, *, mode="max", patience=2, epochs=None, metric_cls=None,
@@ -136,25 +124,6 @@ def test_one_callback_instance_reused_across_fits(tmp_path):
         assert len(df) == 3 and es.stopped_epoch == 3 and es.best == 0.3
         assert ck.best == 0.3 and ck.last_saved == str(tmp_path / "ep2.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ep1.pt", "ep2.pt"]
-
-
-def test_checkpoint_write_failure_leaves_previous_best_intact(tmp_path, monkeypatch):
-    import kerastorch.files as files
-
-    path = tmp_path / "best.pt"
-    files.atomic_save({"w": torch.ones(2)}, str(path))
-    real_save = torch.save
-
-    def failing_save(obj, f, *args, **kwargs):
-        f.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
-        files.atomic_save({"w": torch.zeros(2)}, str(path))
-    monkeypatch.setattr(torch, "save", real_save)
-    assert torch.equal(load_state_dict_file(str(path))["w"], torch.ones(2))
-    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temp file left behind
 
 
 def test_default_monitor_without_val_data_uses_train_loss(tmp_path):
