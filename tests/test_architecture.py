@@ -1,0 +1,95 @@
+"""ARCHITECTURE.md's rules, checked on the source: one home per module name, no imports back
+up a layer, no lazy imports but optional ones, Accelerate internals in one module."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "kerastorch"
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+OPTIONAL = ("matplotlib", "IPython", "tensorboard", "torch.utils.tensorboard", "wandb", "mlflow",
+            "transformers", "datasets", "onnx", "onnxruntime")
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path):
+    """(imported kerastorch-or-external module, is_module_level) for each import in path."""
+    tree = ast.parse(path.read_text())
+    top = set(map(id, tree.body))
+    package = _module(path) if path.name == "__init__.py" else _module(path).rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                names = [".".join(base + ([node.module] if node.module else []))]
+            else:
+                names = [node.module]
+        else:
+            continue
+        for name in names:
+            yield name, id(node) in top
+
+
+def test_no_two_modules_share_a_name():
+    names = [p.stem for p in SOURCES if p.stem != "__init__"]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: _module(p))
+def test_only_optional_dependencies_are_imported_lazily(path):
+    lazy = [name for name, top in _imports(path)
+            if not top and not name.startswith(OPTIONAL) and name != "__future__"]
+    assert lazy == []
+
+
+# what each lower layer may not import (the layers of ARCHITECTURE.md)
+FORBIDDEN = {
+    "kerastorch.losses": ("kerastorch.",),  # the losses import nothing of the trainer...
+    "kerastorch.callbacks": ("kerastorch.kerasmodel", "kerastorch.runners", "kerastorch.data",
+                             "kerastorch.experiments", "kerastorch.state"),
+    "kerastorch.runners": ("kerastorch.kerasmodel", "kerastorch.callbacks", "kerastorch.state"),
+    "kerastorch.data": ("kerastorch.kerasmodel", "kerastorch.callbacks", "kerastorch.runners"),
+    "kerastorch.files": ("kerastorch.",),
+    "kerastorch.checks": ("kerastorch.",),
+    "kerastorch.diagnostics": ("kerastorch.kerasmodel", "kerastorch.runners",
+                               "kerastorch.callbacks"),
+}
+ALLOWED = {"kerastorch.losses": ("kerastorch.losses", "kerastorch.userwarn")}  # ...but these
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: _module(p))
+def test_no_import_runs_back_up_a_layer(path):
+    module = _module(path)
+    for layer, forbidden in FORBIDDEN.items():
+        if module != layer and not module.startswith(layer + "."):
+            continue
+        allowed = ALLOWED.get(layer, ())
+        bad = [name for name, _ in _imports(path)
+               if name.startswith(forbidden) and not name.startswith(allowed)]
+        assert bad == [], f"{module} imports {bad}"
+
+
+def test_accelerate_internals_are_used_in_one_module_only():
+    internal = ("_reset_state", "AcceleratorState", "GradientState", "synchronized_generator",
+                "AcceleratedOptimizer", "accelerate.state", "accelerate.optimizer")
+    users = sorted(_module(p) for p in SOURCES
+                   if any(name in p.read_text() for name in internal))
+    assert users == ["kerastorch.accelerate_compat"]
+
+
+def test_modules_do_not_import_each_others_private_names():
+    bad = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                bad += [f"{_module(path)}: {a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    assert bad == []
