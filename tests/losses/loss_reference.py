@@ -155,3 +155,24 @@ def noncontiguous_class():
     z = torch.tensor(rng.normal(size=(2, 4, 3, 5)), dtype=torch.float64).permute(0, 3, 1, 2)  # (N, C, H, W)
     y = torch.tensor(rng.integers(0, 5, size=(2, 3, 4))).transpose(1, 2)  # (N, H, W)
     return z, y
+
+
+def assert_half_precision_in_float32(make_loss, kind: str, dtype) -> None:
+    """float16/bfloat16 inputs: a float32 loss, gradients in the input dtype, and the value of
+    the float64 computation on the rounded inputs to float32 accuracy."""
+    if kind == "class":
+        z, y = class_batch(26, (8, 4))
+        y_true = torch.from_numpy(y)
+    else:
+        z, t = binary_batch(26, shape=(4, 6))
+        z = np_sigmoid(z) if kind == "probs" else z
+        y_true = torch.from_numpy(t).to(dtype)
+    y_pred = torch.tensor(z, dtype=dtype, requires_grad=True)
+    loss = make_loss()(y_pred, y_true)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert y_pred.grad.dtype == dtype and torch.isfinite(y_pred.grad.float()).all()
+    # same loss as on the float64 copy of the rounded half inputs, to float32 accuracy
+    rounded = y_pred.detach().double()
+    target = y_true if kind == "class" else y_true.double()
+    torch.testing.assert_close(loss.double(), make_loss()(rounded, target), rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from loss_reference import (
+    assert_half_precision_in_float32,
     REDUCTIONS,
     assert_close64,
     binary_batch,
@@ -22,7 +23,6 @@ from loss_reference import (
     noncontiguous_class,
     np_logsigmoid,
     np_reduce,
-    np_sigmoid,
     ref_focal,
     ref_multiclass_focal,
     tt,
@@ -251,23 +251,7 @@ HALF_CASES = {
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", sorted(HALF_CASES))
 def test_half_precision_inputs_are_computed_in_float32(case, dtype):
-    make_loss, kind = HALF_CASES[case]
-    if kind == "class":
-        z, y = class_batch(26, (8, 4))
-        y_true = torch.from_numpy(y)
-    else:
-        z, t = binary_batch(26, shape=(4, 6))
-        z = np_sigmoid(z) if kind == "probs" else z
-        y_true = torch.from_numpy(t).to(dtype)
-    y_pred = torch.tensor(z, dtype=dtype, requires_grad=True)
-    loss = make_loss()(y_pred, y_true)
-    assert loss.dtype == torch.float32
-    loss.backward()
-    assert y_pred.grad.dtype == dtype and torch.isfinite(y_pred.grad.float()).all()
-    # same loss as on the float64 copy of the rounded half inputs, to float32 accuracy
-    rounded = y_pred.detach().double()
-    target = y_true if kind == "class" else y_true.double()
-    torch.testing.assert_close(loss.double(), make_loss()(rounded, target), rtol=1e-5, atol=1e-6)
+    assert_half_precision_in_float32(*HALF_CASES[case], dtype)
 
 
 # ---------------------------------------------------------------------------
