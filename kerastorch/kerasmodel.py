@@ -269,18 +269,13 @@ class KerasModel:
             row.update(val_epoch(val_dl))
         if monitor not in row:
             raise ValueError(monitor_message(monitor, sorted(row), has_val=val_dl is not None))
-        self.scheduler_stepper.after_epoch(row[monitor])
+        SchedulerStepper(self.lr_scheduler, self.lr_scheduler_interval).after_epoch(row[monitor])
         skipped = train_epoch.step_runner.skipped_steps
         if skipped:
             train_epoch.step_runner.skipped_steps = 0
             warnings.warn(f"epoch {epoch}: skipped {skipped} step(s) whose loss was not finite",
                           UserWarning, stacklevel=3)
         cbs.call("on_epoch_end", epoch, row)
-
-    @property
-    def scheduler_stepper(self) -> SchedulerStepper:
-        """Steps ``lr_scheduler`` at ``lr_scheduler_interval`` (see ``kerastorch.scheduler``)."""
-        return SchedulerStepper(self.lr_scheduler, self.lr_scheduler_interval)
 
     # -- evaluate / predict --------------------------------------------------------
 
