@@ -31,7 +31,7 @@ def test_cost_on_nines_raises_class_9_recall_over_cross_entropy():
         mlp, {"ce": nn.CrossEntropyLoss(), "cost": CostSensitiveLoss(cost, lambd=1.0)},
         train, val, epochs=8, patience=None)
     assert history["loss"].tolist() == ["ce"] * 8 + ["cost"] * 8
-    assert list(history.columns[:3]) == ["loss", "epoch", "train_loss"]
+    assert list(history.columns[:4]) == ["loss", "seed", "epoch", "train_loss"]
     nine = report[report["class"] == 9].set_index("loss")
     assert nine.loc["cost", "recall"] > nine.loc["ce", "recall"] + 0.05
     # the price: more other digits called 9

@@ -1,0 +1,67 @@
+"""Run the (loss, seed) runs of a loss experiment in worker processes.
+
+Workers are forked where the platform can fork, so the plan (``make_net`` may be a
+lambda, the data may be large) reaches them without pickling; elsewhere they are
+spawned and the plan must pickle. Each worker trains with one thread: two
+single-threaded runs on two cores beat one run on two threads for the small nets
+these experiments train, and the results then equal a sequential experiment run
+under ``torch.set_num_threads(1)`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from typing import Iterable, List, Optional, Tuple
+
+import torch
+
+from .run_record import ExperimentPlan, train_one
+
+__all__ = ["run_in_workers", "start_method"]
+
+_PLAN: Optional[ExperimentPlan] = None  # the plan, in a worker process
+
+
+def start_method() -> str:
+    """``"fork"`` where the platform has it, else its default start method."""
+    methods = multiprocessing.get_all_start_methods()
+    return "fork" if "fork" in methods else methods[0]
+
+
+def run_in_workers(plan: ExperimentPlan, tasks: Iterable[Tuple[str, int]],
+                   workers: int) -> List[dict]:
+    """Records of ``tasks`` ((loss, seed) pairs), trained in ``workers`` processes.
+
+    Records arrive in the order runs finish. A run interrupted inside a worker, or
+    Ctrl-C here, stops the pool: the workers are terminated and KeyboardInterrupt is
+    raised; every run that finished before has already been handed to ``plan.save``
+    (in its worker), so an experiment folder keeps it.
+
+    Raises:
+        KeyboardInterrupt: a run was interrupted.
+        Exception: whatever a run raised, re-raised here.
+    """
+    tasks = list(tasks)
+    context = multiprocessing.get_context(start_method())
+    records = []
+    with context.Pool(min(workers, len(tasks)), initializer=_start_worker,
+                      initargs=(plan,)) as pool:  # leaving the block terminates the workers
+        for record in pool.imap_unordered(_run_task, tasks):
+            if record is None:
+                raise KeyboardInterrupt("a run was interrupted in a worker process")
+            records.append(record)
+    return records
+
+
+def _start_worker(plan: ExperimentPlan) -> None:
+    global _PLAN
+    _PLAN = plan
+    torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group; the parent alone decides, and terminates us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_task(task: Tuple[str, int]) -> Optional[dict]:
+    name, seed = task
+    return train_one(_PLAN, name, seed)
