@@ -11,7 +11,8 @@ import torch
 import torchmetrics
 
 
-__all__ = ["check_bool", "check_callbacks", "check_fit_args", "check_metrics", "check_mode",
+__all__ = ["check_bool", "check_callbacks", "check_fit_args", "check_loss_fn", "check_metrics",
+           "check_mode", "check_monitor", "check_net", "check_optimizer",
            "check_optimizer_params", "check_patience", "check_path",
            "check_subclass", "monitor_message", "reject_unknown", "state_paths"]
 
@@ -147,6 +148,34 @@ def check_metrics(metrics_dict: Optional[dict]) -> dict:
             raise TypeError(f"metrics_dict[{name!r}] must be a torchmetrics Metric or a callable "
                             f"fn(preds, labels); received {type(metric).__name__}")
     return dict(metrics_dict)
+
+
+def check_net(net):
+    if not isinstance(net, torch.nn.Module):
+        raise TypeError(f"net must be a torch.nn.Module; received {type(net).__name__}")
+    return net
+
+
+def check_loss_fn(loss_fn):
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(preds, labels); "
+                        f"received {type(loss_fn).__name__}")
+    return loss_fn
+
+
+def check_monitor(monitor) -> str:
+    if not isinstance(monitor, str):
+        raise TypeError(f"monitor must be a str column name; received {type(monitor).__name__}")
+    return monitor
+
+
+def check_optimizer(optimizer, net, loss_fn):
+    """``optimizer`` when it is an Optimizer over the net's (or a loss module's) parameters."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer; received "
+                        f"{type(optimizer).__name__}")
+    check_optimizer_params(optimizer, net, loss_fn)
+    return optimizer
 
 
 def check_optimizer_params(optimizer, net, loss_fn) -> None:

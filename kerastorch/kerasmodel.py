@@ -20,9 +20,10 @@ from .callbacks.live_plot import LivePlot
 from .callbacks.progress import ProgressBar
 from .callbacks.run_directory import RunDirectory
 from .callbacks.wandb_logger import WandbLogger
-from .checks import (check_bool, check_callbacks, check_fit_args, check_metrics, check_mode,
-                     check_optimizer_params, check_path, check_patience, check_subclass,
-                     monitor_message, reject_unknown, state_paths)
+from .checks import (check_bool, check_callbacks, check_fit_args, check_loss_fn, check_metrics,
+                     check_mode, check_monitor, check_net, check_optimizer, check_path,
+                     check_patience, check_subclass, monitor_message, reject_unknown,
+                     state_paths)
 from .data import as_dataloader, as_tensor, fast_loader, loader_length
 from .files import atomic_save, check_writable, load_state_dict_file
 from .interrupt import AbortTraining, InterruptGuard
@@ -72,21 +73,12 @@ class KerasModel:
                  optimizer: Optional[torch.optim.Optimizer] = None, lr_scheduler=None, *,
                  step_runner: Optional[type] = None, epoch_runner: Optional[type] = None,
                  lr_scheduler_interval: str = "epoch"):
-        if not isinstance(net, torch.nn.Module):
-            raise TypeError(f"net must be a torch.nn.Module; received {type(net).__name__}")
-        if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable as loss_fn(preds, labels); "
-                            f"received {type(loss_fn).__name__}")
-        self.net = net
-        self.loss_fn = loss_fn
+        self.net = check_net(net)
+        self.loss_fn = check_loss_fn(loss_fn)
         self.metrics_dict = check_metrics(metrics_dict)
         if optimizer is None:
             optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-        elif not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer; received "
-                            f"{type(optimizer).__name__}")
-        check_optimizer_params(optimizer, net, loss_fn)
-        self.optimizer = optimizer
+        self.optimizer = check_optimizer(optimizer, net, loss_fn)
         check_scheduler(lr_scheduler, lr_scheduler_interval)
         self.lr_scheduler = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
@@ -437,8 +429,7 @@ class KerasModel:
 
     def _resolve_monitor(self, monitor: str, mode: str, has_val: bool) -> str:
         check_mode(mode)
-        if not isinstance(monitor, str):
-            raise TypeError(f"monitor must be a str column name; received {type(monitor).__name__}")
+        check_monitor(monitor)
         if monitor == "val_loss" and not has_val:
             monitor = "train_loss"
         columns = self.expected_columns(has_val)

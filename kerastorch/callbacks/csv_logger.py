@@ -7,6 +7,7 @@ from typing import Optional
 
 import pandas as pd
 
+from ..checks import check_bool, check_path
 from ..files import atomic_open
 from .base import Callback
 
@@ -48,9 +49,8 @@ class CSVLogger(Callback):
     """
 
     def __init__(self, filename: str, *, separator: str = ",", append: bool = False):
-        if not isinstance(filename, (str, os.PathLike)):
-            raise TypeError(f"filename must be a str or os.PathLike path; received "
-                            f"{type(filename).__name__}")
+        filename = check_path("filename", filename, allow_none=False)
+        check_bool("append", append)
         if not isinstance(separator, str) or len(separator) != 1:
             raise ValueError(f"separator must be a single character; received {separator!r}")
         self.filename = os.fspath(filename)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from ..checks import check_mode
+from ..checks import check_mode, check_monitor
 from ..files import cpu_state_dict
 from .base import Callback
 
@@ -29,9 +29,7 @@ class MonitorCallback(Callback):
 
     def __init__(self, monitor: str = "val_loss", mode: str = "min", *,
                  min_delta: float = 0.0, baseline: Optional[float] = None):
-        if not isinstance(monitor, str):
-            raise TypeError(f"monitor must be a str column name; received {type(monitor).__name__}")
-        self.monitor = monitor
+        self.monitor = check_monitor(monitor)
         self.mode = check_mode(mode)
         if min_delta < 0:
             raise ValueError(f"min_delta must be >= 0; received {min_delta}")

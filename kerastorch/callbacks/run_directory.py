@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
-from ..checks import check_mode
+from ..checks import check_bool, check_mode, check_monitor, check_path
 from ..evaluation import classification_report, confusion_matrix, predictions_and_classes
 from ..plots import confusion_figure, history_figure, save_png
 from ..provenance import describe_fit_arguments, describe_model, versions, write_json
@@ -41,9 +41,7 @@ def new_run_dir(log_dir: str) -> str:
         >>> first != second and os.path.isdir(first) and os.path.isdir(second)
         True
     """
-    if not isinstance(log_dir, (str, os.PathLike)):
-        raise TypeError(f"log_dir must be a str or os.PathLike path; received "
-                        f"{type(log_dir).__name__}")
+    log_dir = check_path("log_dir", log_dir, allow_none=False)
     try:
         os.makedirs(log_dir, exist_ok=True)
     except OSError as exc:
@@ -116,12 +114,9 @@ class RunDirectory(Callback):
                  save_best: bool = True, val_data: Any = None,
                  class_names: Optional[Sequence[str]] = None, arguments: Optional[dict] = None,
                  tensorboard: Optional[bool] = None, plot_interval: float = 5.0):
-        if not isinstance(log_dir, (str, os.PathLike)):
-            raise TypeError(f"log_dir must be a str or os.PathLike path; received "
-                            f"{type(log_dir).__name__}")
-        if not isinstance(monitor, str):
-            raise TypeError(f"monitor must be a str column name; received "
-                            f"{type(monitor).__name__}")
+        log_dir = check_path("log_dir", log_dir, allow_none=False)
+        check_monitor(monitor)
+        check_bool("save_best", save_best)
         if arguments is not None and not isinstance(arguments, dict):
             raise TypeError(f"arguments must be a dict or None; received "
                             f"{type(arguments).__name__}")

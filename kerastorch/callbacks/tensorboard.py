@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 import os
 
+from ..checks import check_path
 from .base import Callback
 
 __all__ = ["TensorBoard"]
@@ -34,9 +35,7 @@ class TensorBoard(Callback):
     """
 
     def __init__(self, log_dir: str = "runs"):
-        if not isinstance(log_dir, (str, os.PathLike)):
-            raise TypeError(f"log_dir must be a str or os.PathLike path; received "
-                            f"{type(log_dir).__name__}")
+        log_dir = check_path("log_dir", log_dir, allow_none=False)
         self.log_dir = os.fspath(log_dir)
         self.writer = None
         self.written: dict = {}
