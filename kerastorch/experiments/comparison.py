@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import inspect
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Union
@@ -11,6 +12,7 @@ import torch
 
 from ..checks import check_bool, check_path
 from ..data import as_dataloader
+from ..files import check_writable
 from ..kerasmodel import KerasModel
 from .experiment_folder import (UNRECORDED_FIT_KEYWORDS, ExperimentFolder, data_fingerprint,
                                 describe, tensor_digest)
@@ -133,6 +135,7 @@ def compare_losses(make_net: Callable[[], torch.nn.Module], losses: Dict[str, Ca
     records = {}
     folder = None
     if log_dir is not None:
+        check_writable(os.path.join(log_dir, "experiment.json"), "log_dir")
         folder = ExperimentFolder(log_dir)
         folder.claim(_definition(plan, seed_list, starts[seed_list[0]], train_loader,
                                  val_loader))
@@ -189,19 +192,21 @@ def _check_arguments(make_net, losses, epochs, metrics_dict, optimizer_fn, seed,
     if workers > 1 and start_method() == "fork" and torch.cuda.is_initialized():
         raise ValueError("workers > 1 forks processes, and a forked process cannot use CUDA "
                          "once this one has; pass workers=1")
-    log_dir = check_path("log_dir", log_dir)
-    if log_dir is not None:
-        import_scipy_stats()  # fail now, not after the training
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError as exc:
-            raise ImportError('log_dir writes pictures, which need matplotlib: '
-                              'pip install "kerastorch[plots]"') from exc
+    if check_path("log_dir", log_dir) is not None:
+        _require_folder_dependencies()
     if baseline is not None and baseline not in losses:
         raise ValueError(f"baseline must be one of the losses {list(losses)}; received "
                          f"{baseline!r}")
     _check_fit_kwargs(fit_kwargs)
     return _seed_list(seed, seeds)
+
+
+def _require_folder_dependencies() -> None:
+    """Fail before the training, not after it, when log_dir's files cannot be made."""
+    import_scipy_stats()
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError('log_dir writes pictures, which need matplotlib: '
+                          'pip install "kerastorch[plots]"')
 
 
 def _seed_list(seed, seeds) -> List[int]:

@@ -101,6 +101,7 @@ class ExperimentFolder:
         """
         definition = json.loads(json.dumps(definition))  # tuples -> lists, as read back
         path = os.path.join(self.path, "experiment.json")
+        os.makedirs(os.path.join(self.path, "runs"), exist_ok=True)
         if not os.path.exists(path):
             with atomic_open(path, "w") as f:
                 json.dump(definition, f, indent=1)
