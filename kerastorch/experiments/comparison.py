@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import inspect
+import numbers
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -143,7 +144,7 @@ def compare_losses(make_net: Callable[[], torch.nn.Module], losses: Dict[str, Ca
         records = {task: record for task, record in records.items() if record is not None}
         plan.save = folder.save
     missing = [task for task in tasks if task not in records]
-    if workers > 1 and len(missing) > 1:
+    if workers > 1 and missing:  # even one run: one thread, as the finished runs had
         for record in run_in_workers(plan, missing, workers):
             records[(record["loss"], record["seed"])] = record
     else:
@@ -215,8 +216,8 @@ def _seed_list(seed, seeds) -> List[int]:
     if _is_int(seeds):
         if seeds < 1:
             raise ValueError(f"seeds must be an int >= 1 or a list of ints; received {seeds!r}")
-        return list(range(seed, seed + seeds))
-    if not isinstance(seeds, (list, tuple)) or not seeds or not all(map(_is_int, seeds)):
+        return list(range(int(seed), int(seed) + int(seeds)))
+    if not isinstance(seeds, (list, tuple, range)) or not seeds or not all(map(_is_int, seeds)):
         raise TypeError(f"seeds must be an int >= 1 or a non-empty list of ints; received "
                         f"{seeds!r}")
     if len(set(seeds)) != len(seeds):
@@ -240,7 +241,7 @@ def _check_fit_kwargs(fit_kwargs: dict) -> None:
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _definition(plan: ExperimentPlan, seeds: List[int], start: torch.nn.Module,

@@ -42,7 +42,11 @@ def summary_metrics(runs: pd.DataFrame, metrics: Optional[Sequence[str]] = None)
     numeric = [c for c in runs.columns if c not in ("loss", "seed")
                and pd.api.types.is_numeric_dtype(runs[c])]
     if metrics is None:
-        return [c for c in numeric if c.startswith("val_")]
+        metrics = [c for c in numeric if c.startswith("val_")]
+        if not metrics:
+            raise ValueError(f"the runs table has no val_* column to summarize; pass metrics=, "
+                             f"from {numeric}")
+        return metrics
     if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
         raise TypeError(f"metrics must be a list of column names; received {metrics!r}")
     unknown = [m for m in metrics if m not in numeric]

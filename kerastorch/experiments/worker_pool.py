@@ -11,7 +11,9 @@ under ``torch.set_num_threads(1)`` bit for bit.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import signal
+import warnings
 from typing import Iterable, List, Optional, Tuple
 
 import torch
@@ -43,15 +45,34 @@ def run_in_workers(plan: ExperimentPlan, tasks: Iterable[Tuple[str, int]],
         Exception: whatever a run raised, re-raised here.
     """
     tasks = list(tasks)
-    context = multiprocessing.get_context(start_method())
+    method = start_method()
+    if method != "fork":
+        _check_picklable(plan, method)
     records = []
-    with context.Pool(min(workers, len(tasks)), initializer=_start_worker,
-                      initargs=(plan,)) as pool:  # leaving the block terminates the workers
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that fork() in a multi-threaded process may deadlock: the other
+        # threads are torch's intra-op pool, which the workers never enter (one thread each)
+        warnings.filterwarnings("ignore", message=".*multi-threaded.*fork",
+                                category=DeprecationWarning)
+        pool = multiprocessing.get_context(method).Pool(
+            min(workers, len(tasks)), initializer=_start_worker, initargs=(plan,))
+    with pool:  # leaving the block, also by an exception or Ctrl-C, terminates the workers
         for record in pool.imap_unordered(_run_task, tasks):
             if record is None:
                 raise KeyboardInterrupt("a run was interrupted in a worker process")
             records.append(record)
     return records
+
+
+def _check_picklable(plan: ExperimentPlan, method: str) -> None:
+    try:
+        pickle.dumps(plan)
+    except Exception as exc:
+        raise TypeError(
+            f"workers > 1 starts processes by {method!r} here (no fork), which must pickle "
+            f"make_net, the losses, the data and optimizer_fn; one does not pickle "
+            f"({type(exc).__name__}: {exc}). Define them at module level (no lambdas), or "
+            "pass workers=1") from exc
 
 
 def _start_worker(plan: ExperimentPlan) -> None:

@@ -3,6 +3,7 @@
 import copy
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -71,8 +72,9 @@ def test_seeds_as_a_count_or_a_list_name_the_same_runs():
     train, val = small_digits()
     loss = {"ce": nn.CrossEntropyLoss()}
     counted = compare_losses(mlp, loss, train, val, epochs=1, seed=4, seeds=2)
-    listed = compare_losses(mlp, loss, train, val, epochs=1, seeds=[5])
+    listed = compare_losses(mlp, loss, train, val, epochs=1, seeds=[np.int64(5)])
     assert counted.seeds == [4, 5] and counted.history["seed"].tolist() == [4, 5]
+    assert listed.seeds == [5] and type(listed.runs["seed"].tolist()[0]) is int
     pd.testing.assert_frame_equal(rows(counted.history, "ce", 5), rows(listed.history, "ce", 5))
     # different seeds: different starts
     assert counted.history.loc[0, "train_loss"] != counted.history.loc[1, "train_loss"]

@@ -53,3 +53,29 @@ def test_an_interrupted_worker_stops_the_experiment_and_finished_runs_are_kept(t
                              log_dir=tmp_path)
     whole = compare_losses(mlp, losses, train, val, epochs=2, seeds=2)
     assert_same(resumed, whole)
+
+
+def test_without_fork_what_does_not_pickle_is_named_before_training(monkeypatch):
+    from kerastorch.experiments import worker_pool
+
+    monkeypatch.setattr(worker_pool, "start_method", lambda: "spawn")
+    train, val = small_digits()
+    with pytest.raises(TypeError, match="workers > 1 starts processes by 'spawn'.*no lambdas"):
+        compare_losses(lambda: mlp(), two_losses(), train, val, epochs=1, workers=2)
+
+
+def test_one_missing_run_still_trains_in_a_worker(tmp_path, monkeypatch):
+    from kerastorch.experiments import worker_pool
+
+    train, val = small_digits()
+    compare_losses(mlp, {"ce": nn.CrossEntropyLoss()}, train, val, epochs=1, workers=2,
+                   log_dir=tmp_path)
+    pools = []
+    get_context = worker_pool.multiprocessing.get_context
+    monkeypatch.setattr(worker_pool.multiprocessing, "get_context",
+                        lambda method: pools.append(method) or get_context(method))
+    for path in (tmp_path / "runs").iterdir():
+        path.unlink()
+    compare_losses(mlp, {"ce": nn.CrossEntropyLoss()}, train, val, epochs=1, workers=2,
+                   log_dir=tmp_path)
+    assert pools == ["fork"]  # one thread, like the runs it joins
