@@ -133,8 +133,7 @@ def compare_losses(make_net: Callable[[], torch.nn.Module], losses: Dict[str, Ca
         starts[s] = make_net()
         plan.initial[s] = copy.deepcopy(starts[s].state_dict())
     tasks = [(name, s) for s in seed_list for name in losses]
-    records = {}
-    folder = None
+    folder, records = None, {}
     if log_dir is not None:
         check_writable(os.path.join(log_dir, "experiment.json"), "log_dir")
         folder = ExperimentFolder(log_dir)
@@ -143,22 +142,40 @@ def compare_losses(make_net: Callable[[], torch.nn.Module], losses: Dict[str, Ca
         records = {task: folder.load(*task) for task in tasks}
         records = {task: record for task, record in records.items() if record is not None}
         plan.save = folder.save
-    missing = [task for task in tasks if task not in records]
-    if workers > 1 and missing:  # even one run: one thread, as the finished runs had
-        for record in run_in_workers(plan, missing, workers):
-            records[(record["loss"], record["seed"])] = record
-    else:
-        for name, s in missing:
-            record = train_one(plan, name, s)
-            if record is None:
-                raise KeyboardInterrupt(_interrupted_message(name, s, len(records), len(tasks),
-                                                             log_dir))
-            records[(name, s)] = record
+    _train_missing(plan, tasks, records, workers, log_dir)
     ordered = [records[(name, s)] for name in losses for s in seed_list]
     result = LossComparison(*assemble_tables(ordered), baseline=baseline)
     if folder is not None:
         folder.write_results(result)
     return result
+
+
+def _train_missing(plan: ExperimentPlan, tasks: list, records: dict, workers: int,
+                   log_dir) -> None:
+    """Train the tasks that ``records`` lacks, adding their records to it."""
+    missing = [task for task in tasks if task not in records]
+    if workers > 1 and missing:  # even one run: one thread, as the finished runs had
+        try:
+            for record in run_in_workers(plan, missing, workers):
+                records[(record["loss"], record["seed"])] = record
+        except KeyboardInterrupt as exc:
+            raise KeyboardInterrupt(f"{exc or 'compare_losses was interrupted'}; "
+                                    f"{_kept(log_dir)}") from None
+        return
+    for name, seed in missing:
+        record = train_one(plan, name, seed)
+        if record is None:
+            raise KeyboardInterrupt(f"compare_losses was interrupted in the run (loss {name!r}, "
+                                    f"seed {seed}); {len(records)} of {len(tasks)} runs "
+                                    f"finished; {_kept(log_dir)}")
+        records[(name, seed)] = record
+
+
+def _kept(log_dir) -> str:
+    if log_dir is None:
+        return "pass log_dir= to keep finished runs across calls"
+    return (f"the finished runs are kept in {os.fspath(log_dir)!r}: call compare_losses again "
+            "with the same arguments to run only the missing ones")
 
 
 def _check_arguments(make_net, losses, epochs, metrics_dict, optimizer_fn, seed, seeds,
@@ -262,12 +279,3 @@ def _definition(plan: ExperimentPlan, seeds: List[int], start: torch.nn.Module,
         "fit": {name: repr(value) for name, value in sorted(plan.fit_kwargs.items())
                 if name not in UNRECORDED_FIT_KEYWORDS},
     }
-
-
-def _interrupted_message(name: str, seed: int, finished: int, total: int,
-                         log_dir: Optional[str]) -> str:
-    text = f"compare_losses was interrupted in the run (loss {name!r}, seed {seed})"
-    if log_dir is None:
-        return text + "; pass log_dir= to keep finished runs across calls"
-    return (text + f"; {finished} of {total} runs are kept in {os.fspath(log_dir)!r}: call "
-            "compare_losses again with the same arguments to run only the missing ones")

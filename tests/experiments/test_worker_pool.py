@@ -43,7 +43,8 @@ def test_an_error_in_a_worker_is_raised_here():
 def test_an_interrupted_worker_stops_the_experiment_and_finished_runs_are_kept(tmp_path):
     train, val = small_digits()
     losses = two_losses()
-    with pytest.raises(KeyboardInterrupt, match="interrupted in a worker"):
+    with pytest.raises(KeyboardInterrupt,
+                       match="interrupted in a worker process; the finished runs are kept"):
         compare_losses(mlp, losses, train, val, epochs=2, seeds=2, workers=2,
                        log_dir=tmp_path, callbacks=[InterruptRun(losses["smooth"])])
     assert (tmp_path / "experiment.json").exists() and not (tmp_path / "runs.csv").exists()
