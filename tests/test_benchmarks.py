@@ -101,3 +101,21 @@ def test_step_overhead_script_times_every_piece():
     (step,) = [r for r in records if r["kind"] == "step"]
     assert step["kerastorch_us"] > 0 and step["raw_us"] > 0
     assert step["extra_cached_us"] == pytest.approx(step["kerastorch_cached_us"] - step["raw_us"])
+
+
+def test_compare_losses_workers_smoke_gives_equal_results_in_both_modes():
+    """benchmarks/compare_losses_workers.py --smoke: the JSON shape, and workers=2 equal to
+    workers=1 (one thread each) to the last bit; the timing itself is not asserted."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare_losses_workers.py"), "--smoke"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    record = json.loads(line)
+    assert record["kind"] == "compare_losses_workers"
+    assert (record["losses"], record["seeds"], record["workers"]) == (2, 4, 2)
+    assert record["equal_results"] is True
+    assert record["median_workers_1"] > 0 and record["median_workers_2"] > 0
+    assert math.isclose(record["ratio"], record["median_workers_2"] / record["median_workers_1"],
+                        rel_tol=0.01)
