@@ -5,8 +5,16 @@ about 8 (generated, no download). The seed's 2-4-8-1 net is trained with
 ``FocalLoss`` plus an L1 and L2 penalty (``with_regularization``), with early stopping
 on the validation ROC AUC. The variant ``weight-decay`` drops the penalty and puts the
 L2 term into Adam's ``weight_decay`` instead, on a parameter group that holds the
-weights only (biases get none); by default both variants run from the same initial
-weights and both results are printed.
+weights only (biases get none). By default both variants run on ``--seeds`` seeds
+(5; 2 with ``--smoke``), from the same initial weights and shuffles within a seed; the
+validation ROC AUC and accuracy are printed per variant as mean and 95 % t-interval
+over seeds, and weight-decay minus penalty paired by seed (t-interval and paired
+t-test, scipy).
+
+Measured here (5 seeds, full data; 24 s wall, one process): the validation ROC AUC
+is 0.9793 [0.9780, 0.9806] with the penalty and 0.9798 [0.9784, 0.9811] with weight
+decay; the paired difference +0.0004 [-0.0000, +0.0009], p = 0.054, is not significant:
+the two ways of applying L2 do as well (accuracy 0.942 vs 0.943, p = 0.51).
 
     python examples/focal_regularization.py
     python examples/focal_regularization.py --variant weight-decay --log-dir runs
@@ -18,12 +26,14 @@ import math
 import os
 import time
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
 from kerastorch import KerasModel
+from kerastorch.experiments import LossComparison
 from kerastorch.losses import FocalLoss, with_regularization
 
 VARIANTS = ("penalty", "weight-decay")
@@ -89,6 +99,25 @@ def make_model(variant: str, net: nn.Module, args) -> KerasModel:
     return KerasModel(net, loss_fn, metrics_dict={"auc": AUROC()}, optimizer=optimizer)
 
 
+def format_summary(table):
+    """The summary table, compactly: 4 decimals, the p-value in 2 significant digits."""
+    table = table.drop(columns=["std"])
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}",
+                           formatters={"p_value": lambda v: f"{v:.2g}"}, na_rep="")
+
+
+def key_statistics(table, metric, baseline):
+    """Per variant the mean and interval of ``metric``; per other variant the paired difference."""
+    out = {"metric": metric, "baseline": baseline, "variants": {}, "vs_baseline": {}}
+    for row in table[table["metric"] == metric].to_dict("records"):
+        out["variants"][row["loss"]] = {k: float(row[k]) for k in ("mean", "ci_low", "ci_high")}
+        out["variants"][row["loss"]]["n"] = int(row["n"])
+        if row["loss"] != baseline:
+            out["vs_baseline"][row["loss"]] = {k: float(row[k]) for k in (
+                "diff_mean", "diff_ci_low", "diff_ci_high", "p_value")}
+    return out
+
+
 def save_pictures(run_dir, x, y, predictions, histories):
     import matplotlib
 
@@ -126,12 +155,16 @@ def parse_args(argv=None):
     # penalty l2 * sum(w^2); the seed's 0.5 * 1e-4 * sum(w^2) would be --l2 5e-5
     parser.add_argument("--l2", type=float, default=1e-4)
     parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-dir", default=None, help="write pictures and histories here")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the generated data, and the first training seed")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="training seeds, paired across the variants (5; 2 with --smoke)")
+    parser.add_argument("--log-dir", default=None,
+                        help="write pictures and histories (of the first seed) here")
     parser.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     parser.add_argument("--cpu", action="store_true", help="use the CPU even with a GPU")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--smoke", action="store_true", help="1/5 of the data (tests)")
+    parser.add_argument("--smoke", action="store_true", help="1/5 of the data, 2 seeds (tests)")
     return parser.parse_args(argv)
 
 
@@ -140,44 +173,71 @@ def main(argv=None):
     if args.smoke:
         args.n_positive, args.n_negative = args.n_positive // 5, args.n_negative // 5
 
+    seeds = args.seeds if args.seeds is not None else (2 if args.smoke else 5)
+    seed_list = list(range(args.seed, args.seed + seeds))
+
     x_train, y_train, x_val, y_val = two_rings(args.n_positive, args.n_negative, args.seed)
-    torch.manual_seed(args.seed)
-    initial = Net().state_dict()  # both variants start from these weights
     variants = VARIANTS if args.variant == "both" else (args.variant,)
-    result, histories, predictions = {"train_size": len(x_train), "val_size": len(x_val)}, {}, {}
+    result, histories, predictions = {"train_size": len(x_train), "val_size": len(x_val),
+                                      "seeds": seed_list}, {}, {}
+    rows = []  # one per (variant, seed), at the restored (best) epoch
     start = time.perf_counter()
-    for variant in variants:
-        net = Net()
-        net.load_state_dict(initial)
-        model = make_model(variant, net, args)
-        torch.manual_seed(args.seed)  # the same shuffles for both variants
-        history = model.fit((x_train, y_train), (x_val, y_val), epochs=args.epochs,
-                            batch_size=args.batch_size, monitor="val_auc", mode="max",
-                            patience=args.patience, ckpt_path=None, quiet=args.quiet,
-                            mixed_precision=args.mixed_precision, cpu=args.cpu)
-        # fit has restored the best epoch's weights; score those
-        logits = model.predict(x_val)
-        auc = AUROC()
-        auc.update(logits, y_val)
-        histories[variant] = history
-        predictions[variant] = (model.predict(torch.cat([x_train, x_val])) > 0).float()
-        result[variant] = {
-            "val_auc": auc.compute().item(),
-            "val_acc": ((logits > 0).float() == y_val).float().mean().item(),
-            "best_epoch": int(history["epoch"][history["val_auc"].idxmax()]),
-            "epochs_run": len(history),
-            "weight_abs_sum": sum(p.abs().sum().item() for n, p in net.named_parameters()
-                                  if not n.endswith("bias"))}
+    for seed in seed_list:
+        torch.manual_seed(seed)
+        initial = Net().state_dict()  # every variant starts from these weights
+        for variant in variants:
+            net = Net()
+            net.load_state_dict(initial)
+            model = make_model(variant, net, args)
+            torch.manual_seed(seed)  # the same shuffles for every variant
+            history = model.fit((x_train, y_train), (x_val, y_val), epochs=args.epochs,
+                                batch_size=args.batch_size, monitor="val_auc", mode="max",
+                                patience=args.patience, ckpt_path=None, quiet=args.quiet,
+                                mixed_precision=args.mixed_precision, cpu=args.cpu)
+            # fit has restored the best epoch's weights; score those
+            logits = model.predict(x_val)
+            auc = AUROC()
+            auc.update(logits, y_val)
+            rows.append({
+                "loss": variant, "seed": seed, "val_auc": auc.compute().item(),
+                "val_acc": ((logits > 0).float() == y_val).float().mean().item(),
+                "best_epoch": int(history["epoch"][history["val_auc"].idxmax()]),
+                "epochs_run": len(history),
+                "weight_abs_sum": sum(p.abs().sum().item() for n, p in net.named_parameters()
+                                      if not n.endswith("bias"))})
+            if seed == seed_list[0]:  # the pictures show the first seed
+                histories[variant] = history
+                predictions[variant] = (model.predict(torch.cat([x_train, x_val])) > 0).float()
     result["seconds"] = time.perf_counter() - start
+    runs = pd.DataFrame(rows)
+    # LossComparison's statistics over a runs table whose "loss" column holds the variants
+    comparison = LossComparison(pd.DataFrame(), pd.DataFrame(), runs, baseline=variants[0])
+    table = comparison.summary(["val_auc", "val_acc"])
+    for variant in variants:
+        mine = runs[runs["loss"] == variant]
+        result[variant] = {"val_auc": float(mine["val_auc"].mean()),
+                           "val_acc": float(mine["val_acc"].mean()),
+                           "weight_abs_sum": float(mine["weight_abs_sum"].mean()),
+                           "val_auc_per_seed": mine["val_auc"].tolist(),
+                           "best_epoch": mine["best_epoch"].tolist(),  # per seed
+                           "epochs_run": mine["epochs_run"].tolist()}
+    result["summary"] = key_statistics(table, "val_auc", comparison.baseline)
+    result["val_acc_summary"] = key_statistics(table, "val_acc", comparison.baseline)
 
     for variant in variants:
-        print(f"{variant}:")
+        print(f"{variant} (seed {seed_list[0]}):")
         print(histories[variant].to_string(index=False, float_format="%.4f"))
+    print(runs.to_string(index=False, float_format="%.4f"))
+    print(f"over seeds {seed_list} (mean, 95% t-interval; diff = variant - "
+          f"{comparison.baseline}, paired by seed):")
+    print(format_summary(table))
     print(json.dumps(result))
     if args.log_dir:
         from kerastorch.callbacks import new_run_dir
 
         run_dir = new_run_dir(args.log_dir)
+        runs.to_csv(os.path.join(run_dir, "runs.csv"), index=False)
+        table.to_csv(os.path.join(run_dir, "summary.csv"), index=False)
         save_pictures(run_dir, torch.cat([x_train, x_val]), torch.cat([y_train, y_val]),
                       predictions, histories)
         print(f"pictures and histories written to {run_dir}")

@@ -1,8 +1,17 @@
 """Cost-sensitive digit classification (seed 000): mistakes on 9 cost more than other mistakes.
 
-Trains the seed's small CNN twice from identical initial weights, once with plain
-cross entropy and once with ``CostSensitiveLoss`` (a true 9 predicted as any other
-digit costs ``--cost`` instead of 1), and prints the recall of class 9 for both.
+Trains the seed's small CNN with plain cross entropy and with ``CostSensitiveLoss``
+(a true 9 predicted as any other digit costs ``--cost`` instead of 1), on ``--seeds``
+seeds (5; 2 with ``--smoke``), both losses from the same initial weights within a
+seed, and prints the recall and precision of class 9 and the accuracy: per loss as
+mean and 95 % t-interval over seeds, and cost minus ce paired by seed.
+
+Measured here (digits, 5 seeds, 12 epochs, cost 10; 25 s wall with 2 workers on 2
+CPU cores): the recall of 9 is 1.000 [1.000, 1.000] with the cost-sensitive loss vs
+0.967 [0.947, 0.986] with CE, paired difference +0.033 [+0.014, +0.053], p = 0.0086.
+The price in precision of 9 (0.912 [0.810, 1.015] vs 0.979 [0.939, 1.018], difference
+-0.066 [-0.194, +0.062], p = 0.22) and in accuracy (0.953 vs 0.961, difference -0.008
+[-0.021, +0.005], p = 0.16) is not significant on 5 seeds.
 
 By default it runs offline on scikit-learn's bundled 8x8 digits with the seed's
 network sized for 8x8 inputs (see ``Net``). ``--dataset mnist`` reads the real MNIST
@@ -10,8 +19,13 @@ IDX files (``train-images-idx3-ubyte[.gz]`` and friends) from ``--data-dir`` wit
 small reader below, no torchvision needed; ``--download`` fetches them first with
 torchvision when it is installed.
 
+``--log-dir`` writes compare_losses's experiment files (history, runs, per-class
+report, summary.md, curves.png, final.png) into a new run folder, and the first
+seed's prediction grids: it trains in this process (``--workers 1``), where the nets are.
+
     python examples/mnist_custom_loss.py
     python examples/mnist_custom_loss.py --log-dir runs          # + curves and prediction grids
+    python examples/mnist_custom_loss.py --seeds 10
     python examples/mnist_custom_loss.py --dataset mnist --data-dir ~/data/mnist --epochs 3
 """
 
@@ -181,9 +195,29 @@ def predict(net: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Te
                           for i in range(0, len(x), batch_size)])
 
 
+def format_summary(table):
+    """The summary table, compactly: 4 decimals, the p-value in 2 significant digits."""
+    table = table.drop(columns=["std"])
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}",
+                           formatters={"p_value": lambda v: f"{v:.2g}"}, na_rep="")
+
+
+def key_statistics(table, metric, baseline):
+    """Per loss the mean and interval of ``metric``; per other loss the paired difference."""
+    out = {"metric": metric, "baseline": baseline, "losses": {}, "vs_baseline": {}}
+    for row in table[table["metric"] == metric].to_dict("records"):
+        out["losses"][row["loss"]] = {k: float(row[k]) for k in ("mean", "ci_low", "ci_high")}
+        out["losses"][row["loss"]]["n"] = int(row["n"])
+        if row["loss"] != baseline:
+            out["vs_baseline"][row["loss"]] = {k: float(row[k]) for k in (
+                "diff_mean", "diff_ci_low", "diff_ci_high", "p_value")}
+    return out
+
+
 # -- pictures ----------------------------------------------------------------------
 
-def save_pictures(run_dir, history, names, val_images, val_labels, outputs):
+def save_pictures(run_dir, names, val_images, val_labels, outputs):
+    """The first seed's prediction grids (compare_losses draws curves.png and final.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,19 +225,6 @@ def save_pictures(run_dir, history, names, val_images, val_labels, outputs):
 
     from kerastorch import plot_predictions
 
-    quantities = ["loss", "acc", f"recall{COSTLY_CLASS}"]
-    fig, axes = plt.subplots(1, len(quantities), figsize=(4.2 * len(quantities), 3.4))
-    for ax, quantity in zip(axes, quantities):
-        for i, name in enumerate(names):
-            rows = history[history["loss"] == name]
-            for stage, style in (("train", "--"), ("val", "-")):
-                ax.plot(rows["epoch"], rows[f"{stage}_{quantity}"], style, color=f"C{i}",
-                        marker="o", markersize=3, label=f"{name} {stage}")
-        ax.set(title=quantity, xlabel="epoch")
-    axes[0].set_ylabel("each run's own loss")
-    axes[-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "curves.png"))
     # the six true 9s the cross-entropy net found hardest, as each net saw them
     nines = (val_labels == COSTLY_CLASS).nonzero().squeeze(1)
     hardest = nines[outputs[names[0]][nines].softmax(1)[:, COSTLY_CLASS].argsort()[:6]]
@@ -225,12 +246,17 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--cost", type=float, default=10.0, help="cost of missing a 9")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-dir", default=None, help="write pictures and history here")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the digits split, and the first training seed")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="training seeds, paired across the losses (5; 2 with --smoke)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes training runs at once (2; 1 with --smoke or --log-dir)")
+    parser.add_argument("--log-dir", default=None, help="write pictures and tables here")
     parser.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     parser.add_argument("--cpu", action="store_true", help="use the CPU even with a GPU")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--smoke", action="store_true", help="4 epochs (tests)")
+    parser.add_argument("--smoke", action="store_true", help="4 epochs, 2 seeds (tests)")
     return parser.parse_args(argv)
 
 
@@ -243,51 +269,69 @@ def main(argv=None):
         x_train, y_train, x_val, y_val = load_mnist(args.data_dir)
     else:
         x_train, y_train, x_val, y_val = load_digits(args.seed)
-    epochs = args.epochs
-    if args.smoke:
-        epochs = min(epochs, 4)
+    epochs = min(args.epochs, 4) if args.smoke else args.epochs
+    seeds = args.seeds if args.seeds is not None else (2 if args.smoke else 5)
+    workers = args.workers if args.workers is not None else \
+        (1 if args.smoke or args.log_dir else 2)
+    if args.log_dir and workers > 1:
+        raise SystemExit("--log-dir draws the predictions of nets trained in this process: "
+                         "pass --workers 1 with it (or leave --workers out)")
 
-    nets = []  # compare_losses builds the start once, then one net per loss, in order
+    nets = []  # compare_losses builds one start per seed, then one net per run, in order
 
     def make_net():
         nets.append(Net(image_size=x_train.shape[-1]))
         return nets[-1]
 
+    run_dir = None
+    if args.log_dir:
+        from kerastorch.callbacks import new_run_dir
+
+        run_dir = new_run_dir(args.log_dir)
     losses = {"ce": nn.CrossEntropyLoss(), "cost": CostSensitiveLoss(cost_matrix(args.cost))}
     metrics = {"acc": torchmetrics.Accuracy(task="multiclass", num_classes=10),
                f"recall{COSTLY_CLASS}": ClassRecall(10, COSTLY_CLASS)}
     start = time.perf_counter()
     # Adam, not the seed's SGD(lr=0.01, momentum=0.5): digits gives 40 steps per epoch
-    # where MNIST gives 1875, and SGD was still far from converged after 12 epochs
-    history, report = compare_losses(
+    # where MNIST gives 1875, and SGD was still far from converged after 12 epochs.
+    # Workers run one thread each: the numbers equal a one-thread run in this process.
+    comparison = compare_losses(
         make_net, losses, (x_train, y_train), (x_val, y_val), epochs=epochs,
-        metrics_dict=metrics, seed=args.seed, batch_size=args.batch_size,
+        metrics_dict=metrics, seed=args.seed, seeds=seeds, workers=workers, log_dir=run_dir,
+        batch_size=args.batch_size,
         optimizer_fn=lambda params: torch.optim.Adam(params, lr=args.lr),
         monitor="val_acc", mode="max", quiet=args.quiet, cpu=args.cpu,
         mixed_precision=args.mixed_precision)
     seconds = time.perf_counter() - start
+    history, report = comparison.history, comparison.report
+    # precision of 9 per run, from the per-class report at the restored weights
+    nine = report[report["class"] == COSTLY_CLASS].set_index(["loss", "seed"])
+    comparison.runs["val_precision9"] = [nine.loc[(r.loss, r.seed), "precision"]
+                                         for r in comparison.runs.itertuples()]
+    table = comparison.summary([f"val_recall{COSTLY_CLASS}", "val_precision9", "val_acc"])
 
     print(history.to_string(index=False, float_format="%.4f"))
-    nine = report[report["class"] == COSTLY_CLASS].set_index("loss")
+    print(f"over seeds {comparison.seeds} (mean, 95% t-interval; diff = loss - ce, paired "
+          "by seed):")
+    print(format_summary(table))
     result = {"dataset": args.dataset, "train_size": len(x_train), "val_size": len(x_val),
-              "seconds": seconds}
-    outputs = {}
-    for name, net in zip(losses, nets[1:]):
-        outputs[name] = predict(net, x_val)  # the best epoch's weights, restored by fit
-        rows = report[report["loss"] == name]
-        result[name] = {"val_acc": float((rows["recall"] * rows["support"]).sum()
-                                         / rows["support"].sum()),
-                        "recall_9": float(nine.loc[name, "recall"]),
-                        "precision_9": float(nine.loc[name, "precision"]),
-                        "epochs_run": int((history["loss"] == name).sum())}
+              "seeds": comparison.seeds, "workers": workers, "seconds": seconds}
+    for name in losses:
+        runs = comparison.runs[comparison.runs["loss"] == name]
+        # means over seeds, at each run's best epoch (whose weights fit restored)
+        result[name] = {"val_acc": float(runs["val_acc"].mean()),
+                        "recall_9": float(runs[f"val_recall{COSTLY_CLASS}"].mean()),
+                        "precision_9": float(runs["val_precision9"].mean()),
+                        "epochs_run": runs["epochs_run"].tolist(),  # per seed
+                        "recall_9_per_seed": runs[f"val_recall{COSTLY_CLASS}"].tolist()}
+    result["summary"] = key_statistics(table, f"val_recall{COSTLY_CLASS}", comparison.baseline)
+    result["precision_9_summary"] = key_statistics(table, "val_precision9", comparison.baseline)
+    result["val_acc_summary"] = key_statistics(table, "val_acc", comparison.baseline)
     print(json.dumps(result))
-    if args.log_dir:
-        from kerastorch.callbacks import new_run_dir
-
-        run_dir = new_run_dir(args.log_dir)
-        history.to_csv(os.path.join(run_dir, "history.csv"), index=False)
-        report.to_csv(os.path.join(run_dir, "per_class_report.csv"), index=False)
-        save_pictures(run_dir, history, list(losses), x_val, y_val, outputs)
+    if run_dir:
+        first = nets[len(comparison.seeds):len(comparison.seeds) + len(losses)]
+        outputs = {name: predict(net, x_val) for name, net in zip(losses, first)}
+        save_pictures(run_dir, list(losses), x_val, y_val, outputs)
         print(f"pictures and history written to {run_dir}")
     return result
 

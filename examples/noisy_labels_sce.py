@@ -2,17 +2,28 @@
 
 scikit-learn's bundled digits, with ``--noise`` (default 40%) of the training labels
 flipped to a different class chosen uniformly (symmetric noise, seeded); the test
-labels stay clean. The same MLP is trained from the same initial weights with
-``nn.CrossEntropyLoss`` and with ``SCELoss`` (Wang et al., ICCV 2019), and the
-clean-test accuracy of each is printed, together with how many of the flipped
-training labels each net has learned to reproduce.
+labels stay clean. The same MLP is trained with ``nn.CrossEntropyLoss`` and with ``SCELoss``
+(Wang et al., ICCV 2019) on ``--seeds`` seeds (5; 2 with ``--smoke``), both losses
+from the same initial weights and shuffles within a seed. Printed: the clean-test
+accuracy and how many of the flipped training labels each net has learned to
+reproduce, per loss as mean and 95 % t-interval over seeds, and SCE minus CE paired
+by seed (its interval and the paired t-test's p-value).
+
+Measured here (5 seeds, 40 epochs, 40 % noise; 39 s wall with 2 workers on 2 CPU
+cores): SCE's clean test accuracy is 0.956 [0.951, 0.960] vs CE's 0.819 [0.791, 0.846];
+the paired difference is +0.137 [+0.110, +0.164], p = 0.00015. CE reproduces 0.307
+[0.286, 0.328] of the flipped training labels, SCE 0.031 [0.027, 0.034] (difference
+-0.276 [-0.299, -0.254], p = 4.5e-06).
 
 No model selection looks at the clean labels: each run keeps the weights of its
 lowest training loss (on the noisy labels) and never stops early. The per-epoch
 clean-test accuracy in the history is shown for reading the curves only.
 
     python examples/noisy_labels_sce.py
-    python examples/noisy_labels_sce.py --noise 0.6 --epochs 60 --log-dir runs
+    python examples/noisy_labels_sce.py --noise 0.6 --epochs 60 --seeds 10 --log-dir runs
+
+``--log-dir`` writes compare_losses's experiment files (history, runs, per-class
+report, summary.md, curves.png, final.png) and accuracy.png into a new run folder.
 """
 
 import argparse
@@ -26,7 +37,10 @@ import torchmetrics
 from torch import nn
 
 from kerastorch import compare_losses
+from kerastorch.callbacks import Callback
 from kerastorch.losses import SCELoss
+
+KEY_METRICS = ["val_acc", "memorized"]  # clean test accuracy; flipped labels reproduced
 
 
 def make_net():
@@ -50,6 +64,48 @@ def load_data(seed: int, noise: float):
     return x_train, y_train, y_noisy, x_test, y_test
 
 
+class Memorized(Callback):
+    """Adds ``memorized`` to each epoch's history row: the share of the flipped training
+    samples whose wrong label the net predicts, at the end of the epoch.
+
+    It runs in whichever process trains the run (also compare_losses's workers), so
+    the runs table holds it at each run's restored (best) epoch.
+    """
+
+    def __init__(self, x_train, y_noisy, flipped):
+        self.x = torch.as_tensor(x_train[flipped], dtype=torch.float32)
+        self.y = torch.as_tensor(y_noisy[flipped])
+
+    def on_epoch_end(self, epoch, logs=None):
+        net = self.model.net
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            predicted = net(self.x.to(next(net.parameters()).device)).argmax(1).cpu()
+        net.train(was_training)
+        memorized = (predicted == self.y).float().mean().item()
+        self.model.history_callback.rows[-1]["memorized"] = memorized
+
+
+def format_summary(table):
+    """The summary table, compactly: 4 decimals, the p-value in 2 significant digits."""
+    table = table.drop(columns=["std"])
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}",
+                           formatters={"p_value": lambda v: f"{v:.2g}"}, na_rep="")
+
+
+def key_statistics(table, metric, baseline):
+    """Per loss the mean and interval of ``metric``; per other loss the paired difference."""
+    out = {"metric": metric, "baseline": baseline, "losses": {}, "vs_baseline": {}}
+    for row in table[table["metric"] == metric].to_dict("records"):
+        out["losses"][row["loss"]] = {k: float(row[k]) for k in ("mean", "ci_low", "ci_high")}
+        out["losses"][row["loss"]]["n"] = int(row["n"])
+        if row["loss"] != baseline:
+            out["vs_baseline"][row["loss"]] = {k: float(row[k]) for k in (
+                "diff_mean", "diff_ci_low", "diff_ci_high", "p_value")}
+    return out
+
+
 def save_pictures(run_dir, history, names):
     import matplotlib
 
@@ -58,11 +114,11 @@ def save_pictures(run_dir, history, names):
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, name in enumerate(names):
-        rows = history[history["loss"] == name]
-        axes[0].plot(rows["epoch"], rows["train_acc"], color=f"C{i}", label=name)
-        axes[1].plot(rows["epoch"], rows["val_acc"], color=f"C{i}", label=name)
-    axes[0].set(title="accuracy on the noisy training labels", xlabel="epoch")
-    axes[1].set(title="accuracy on the clean test labels", xlabel="epoch")
+        mean = history[history["loss"] == name].groupby("epoch")[["train_acc", "val_acc"]].mean()
+        axes[0].plot(mean.index, mean["train_acc"], color=f"C{i}", label=name)
+        axes[1].plot(mean.index, mean["val_acc"], color=f"C{i}", label=name)
+    axes[0].set(title="accuracy on the noisy training labels (mean of seeds)", xlabel="epoch")
+    axes[1].set(title="accuracy on the clean test labels (mean of seeds)", xlabel="epoch")
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(os.path.join(run_dir, "accuracy.png"))
@@ -78,13 +134,19 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=None, help="Adam's (1e-3; 3e-3 with --smoke)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-dir", default=None, help="write pictures and history here")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the data's split and flips, and the first training seed")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="training seeds, paired across the losses (5; 2 with --smoke)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes training runs at once (2; 1 with --smoke)")
+    parser.add_argument("--log-dir", default=None, help="write pictures and tables here")
     parser.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     parser.add_argument("--cpu", action="store_true", help="use the CPU even with a GPU")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--smoke", action="store_true",
-                        help="15 epochs at a higher learning rate: the same effect, sooner (tests)")
+                        help="15 epochs at a higher learning rate, 2 seeds: the same effect, "
+                             "sooner (tests)")
     args = parser.parse_args(argv)
     if not 0 <= args.noise < 0.9:
         # at 90% symmetric noise every wrong class is as frequent as the right one
@@ -96,50 +158,52 @@ def main(argv=None):
     args = parse_args(argv)
     epochs = min(args.epochs, 15) if args.smoke else args.epochs
     lr = args.lr if args.lr is not None else (3e-3 if args.smoke else 1e-3)
+    seeds = args.seeds if args.seeds is not None else (2 if args.smoke else 5)
+    workers = args.workers if args.workers is not None else (1 if args.smoke else 2)
 
     x_train, y_train, y_noisy, x_test, y_test = load_data(args.seed, args.noise)
-    nets = []  # compare_losses builds the start once, then one net per loss, in order
-
-    def build():
-        nets.append(make_net())
-        return nets[-1]
-
-    losses = {"ce": nn.CrossEntropyLoss(),
-              "sce": SCELoss(alpha=args.alpha, beta=args.beta, num_classes=10)}
-    start = time.perf_counter()
-    history, report = compare_losses(
-        build, losses, (x_train, y_noisy), (x_test, y_test), epochs=epochs,
-        metrics_dict={"acc": torchmetrics.Accuracy(task="multiclass", num_classes=10)},
-        optimizer_fn=lambda params: torch.optim.Adam(params, lr=lr), seed=args.seed,
-        batch_size=args.batch_size, monitor="train_loss", mode="min", patience=None,
-        quiet=args.quiet, cpu=args.cpu, mixed_precision=args.mixed_precision)
-    seconds = time.perf_counter() - start
-
-    print(history.to_string(index=False, float_format="%.4f"))
     flipped = y_noisy != y_train
-    result = {"noise": float(flipped.mean()), "train_size": len(y_train),
-              "test_size": len(y_test), "epochs": epochs, "seconds": seconds}
-    for name, net in zip(losses, nets[1:]):
-        rows = report[report["loss"] == name]
-        with torch.no_grad():
-            x = torch.as_tensor(x_train, dtype=torch.float32)
-            predicted = net.eval()(x.to(next(net.parameters()).device)).argmax(1).cpu().numpy()
-        curve = history[history["loss"] == name]
-        result[name] = {
-            # the weights fit restored (lowest noisy training loss), on clean labels
-            "clean_test_acc": float((rows["recall"] * rows["support"]).sum()
-                                    / rows["support"].sum()),
-            # the flipped training samples whose wrong label the net reproduces
-            "memorized": float((predicted[flipped] == y_noisy[flipped]).mean()),
-            "peak_test_acc": float(curve["val_acc"].max()),
-            "peak_epoch": int(curve["epoch"][curve["val_acc"].idxmax()])}
-    print(json.dumps(result))
+    run_dir = None
     if args.log_dir:
         from kerastorch.callbacks import new_run_dir
 
         run_dir = new_run_dir(args.log_dir)
-        history.to_csv(os.path.join(run_dir, "history.csv"), index=False)
-        report.to_csv(os.path.join(run_dir, "per_class_report.csv"), index=False)
+    losses = {"ce": nn.CrossEntropyLoss(),
+              "sce": SCELoss(alpha=args.alpha, beta=args.beta, num_classes=10)}
+    start = time.perf_counter()
+    # workers run one thread each: the numbers equal a one-thread run in this process
+    comparison = compare_losses(
+        make_net, losses, (x_train, y_noisy), (x_test, y_test), epochs=epochs,
+        metrics_dict={"acc": torchmetrics.Accuracy(task="multiclass", num_classes=10)},
+        optimizer_fn=lambda params: torch.optim.Adam(params, lr=lr), seed=args.seed,
+        seeds=seeds, workers=workers, log_dir=run_dir, batch_size=args.batch_size,
+        monitor="train_loss", mode="min", patience=None, quiet=args.quiet, cpu=args.cpu,
+        mixed_precision=args.mixed_precision,
+        callbacks=[Memorized(x_train, y_noisy, flipped)])
+    seconds = time.perf_counter() - start
+    history, runs = comparison.history, comparison.runs
+    table = comparison.summary(KEY_METRICS)
+
+    print(history.to_string(index=False, float_format="%.4f"))
+    print(f"over seeds {comparison.seeds} (mean, 95% t-interval; diff = loss - ce, paired "
+          "by seed):")
+    print(format_summary(table))
+    result = {"noise": float(flipped.mean()), "train_size": len(y_train),
+              "test_size": len(y_test), "epochs": epochs, "seeds": comparison.seeds,
+              "workers": workers, "seconds": seconds}
+    for name in losses:
+        # the weights fit restored (lowest noisy training loss): their clean test
+        # accuracy, and the flipped training samples whose wrong label they reproduce
+        best = runs[runs["loss"] == name]
+        peaks = history[history["loss"] == name].groupby("seed")["val_acc"].max()
+        result[name] = {"clean_test_acc": float(best["val_acc"].mean()),
+                        "memorized": float(best["memorized"].mean()),
+                        "peak_test_acc": float(peaks.mean()),
+                        "clean_test_acc_per_seed": best["val_acc"].tolist()}
+    result["summary"] = key_statistics(table, "val_acc", comparison.baseline)
+    result["memorized_summary"] = key_statistics(table, "memorized", comparison.baseline)
+    print(json.dumps(result))
+    if run_dir:
         save_pictures(run_dir, history, list(losses))
         print(f"pictures and history written to {run_dir}")
     return result

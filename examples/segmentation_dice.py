@@ -2,13 +2,25 @@
 
 A small synthetic set is generated here (no download): noisy 24x24 images with one to
 three bright discs or rectangles, whose pixels form the mask. A tiny fully
-convolutional net is trained from the same initial weights with each of
-``DiceLoss``, ``DiceBCELoss``, ``JaccardLoss`` and ``FocalLoss`` in one
-``compare_losses`` call; the validation IoU (intersection over union of the
-thresholded masks, over all validation pixels) is printed for each.
+convolutional net is trained with each of ``DiceLoss``, ``DiceBCELoss``,
+``JaccardLoss`` and ``FocalLoss`` in one ``compare_losses`` call on ``--seeds`` seeds
+(5; 2 with ``--smoke``), every loss from the same initial weights within a seed; the
+validation IoU (intersection over union of the thresholded masks, over all validation
+pixels) is printed per loss as mean and 95 % t-interval over seeds, and each loss
+minus Dice paired by seed.
+
+Measured here (5 seeds, 8 epochs; 43 s wall with 2 workers on 2 CPU cores): the
+validation IoU is 0.857 [0.845, 0.868] with Dice, 0.875 [0.870, 0.879] with Dice+BCE,
+0.858 [0.850, 0.866] with Jaccard and 0.858 [0.836, 0.880] with focal. Only Dice+BCE
+differs significantly from Dice: +0.018 [+0.009, +0.027], p = 0.005; Jaccard (+0.002
+[-0.007, +0.010], p = 0.63) and focal (+0.002 [-0.021, +0.024], p = 0.85) do not.
 
     python examples/segmentation_dice.py
     python examples/segmentation_dice.py --log-dir runs     # + image / mask / prediction
+
+``--log-dir`` writes compare_losses's experiment files (history, runs, per-class
+report, summary.md, curves.png, final.png) into a new run folder, and the first seed's
+predictions: it trains in this process (``--workers 1``), where the nets are.
 """
 
 import argparse
@@ -71,24 +83,33 @@ def iou(logits: torch.Tensor, masks: torch.Tensor) -> float:
     return ((predicted & truth).sum() / (predicted | truth).sum()).item()
 
 
-def save_pictures(run_dir, history, images, masks, outputs):
+def format_summary(table):
+    """The summary table, compactly: 4 decimals, the p-value in 2 significant digits."""
+    table = table.drop(columns=["std"])
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}",
+                           formatters={"p_value": lambda v: f"{v:.2g}"}, na_rep="")
+
+
+def key_statistics(table, metric, baseline):
+    """Per loss the mean and interval of ``metric``; per other loss the paired difference."""
+    out = {"metric": metric, "baseline": baseline, "losses": {}, "vs_baseline": {}}
+    for row in table[table["metric"] == metric].to_dict("records"):
+        out["losses"][row["loss"]] = {k: float(row[k]) for k in ("mean", "ci_low", "ci_high")}
+        out["losses"][row["loss"]]["n"] = int(row["n"])
+        if row["loss"] != baseline:
+            out["vs_baseline"][row["loss"]] = {k: float(row[k]) for k in (
+                "diff_mean", "diff_ci_low", "diff_ci_high", "p_value")}
+    return out
+
+
+def save_pictures(run_dir, images, masks, outputs):
+    """The first seed's predictions (compare_losses draws curves.png and final.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(outputs)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for i, name in enumerate(names):
-        rows = history[history["loss"] == name]
-        axes[0].plot(rows["epoch"], rows["val_iou"], color=f"C{i}", marker="o", label=name)
-        axes[1].plot(rows["epoch"], rows["train_loss"], color=f"C{i}", marker="o", label=name)
-    axes[0].set(title="validation IoU", xlabel="epoch")
-    axes[1].set(title="training loss (each its own scale)", xlabel="epoch")
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "curves.png"))
-
     shown = range(min(3, len(images)))
     titles = ["image", "mask", *names]
     fig, axes = plt.subplots(len(shown), len(titles), figsize=(2.2 * len(titles), 2.3 * len(shown)),
@@ -115,12 +136,17 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-dir", default=None, help="write pictures and history here")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the generated data, and the first training seed")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="training seeds, paired across the losses (5; 2 with --smoke)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes training runs at once (2; 1 with --smoke or --log-dir)")
+    parser.add_argument("--log-dir", default=None, help="write pictures and tables here")
     parser.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     parser.add_argument("--cpu", action="store_true", help="use the CPU even with a GPU")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--smoke", action="store_true", help="less data, 6 epochs (tests)")
+    parser.add_argument("--smoke", action="store_true", help="less data, 6 epochs, 2 seeds (tests)")
     return parser.parse_args(argv)
 
 
@@ -130,50 +156,71 @@ def main(argv=None):
     if args.smoke:
         args.n_train, args.n_val, epochs = 192, 64, min(epochs, 6)
 
+    seeds = args.seeds if args.seeds is not None else (2 if args.smoke else 5)
+    workers = args.workers if args.workers is not None else \
+        (1 if args.smoke or args.log_dir else 2)
+    if args.log_dir and workers > 1:
+        raise SystemExit("--log-dir draws the predictions of nets trained in this process: "
+                         "pass --workers 1 with it (or leave --workers out)")
+
     rng = np.random.default_rng(args.seed)
     x_train, y_train = make_shapes(args.n_train, args.image_size, rng)
     x_val, y_val = make_shapes(args.n_val, args.image_size, rng)
-    nets = []  # compare_losses builds the start once, then one net per loss, in order
+    nets = []  # compare_losses builds one start per seed, then one net per run, in order
 
     def build():
         nets.append(make_net())
         return nets[-1]
 
+    run_dir = None
+    if args.log_dir:
+        from kerastorch.callbacks import new_run_dir
+
+        run_dir = new_run_dir(args.log_dir)
     # focal: alpha=0.75 weights the foreground (about 15% of the pixels) up, where the
     # paper's alpha=0.25 would weight it down further and shrink the predicted masks
     losses = {"dice": DiceLoss(), "dice_bce": DiceBCELoss(), "jaccard": JaccardLoss(),
               "focal": FocalLoss(alpha=0.75, gamma=2.0)}
     start = time.perf_counter()
-    history, report = compare_losses(
+    # workers run one thread each: the numbers equal a one-thread run in this process
+    comparison = compare_losses(
         build, losses, (x_train, y_train), (x_val, y_val), epochs=epochs,
-        metrics_dict={"iou": IoU()}, seed=args.seed, batch_size=args.batch_size,
+        metrics_dict={"iou": IoU()}, seed=args.seed, seeds=seeds, workers=workers,
+        log_dir=run_dir, batch_size=args.batch_size,
         optimizer_fn=lambda params: torch.optim.Adam(params, lr=args.lr),
         monitor="val_iou", mode="max", quiet=args.quiet, cpu=args.cpu,
         mixed_precision=args.mixed_precision)
     seconds = time.perf_counter() - start
+    history, report, runs = comparison.history, comparison.report, comparison.runs
+    table = comparison.summary(["val_iou"])
 
     print(history.to_string(index=False, float_format="%.4f"))
+    print(f"over seeds {comparison.seeds} (mean, 95% t-interval; diff = loss - dice, paired "
+          "by seed):")
+    print(format_summary(table))
     result = {"foreground": y_train.mean().item(), "train_size": args.n_train,
-              "val_size": args.n_val, "seconds": seconds}
-    outputs = {}
-    for name, net in zip(losses, nets[1:]):
-        # each net holds its best epoch's weights (by val_iou), restored by fit
-        with torch.no_grad():
-            outputs[name] = net.eval()(x_val.to(next(net.parameters()).device)).float().cpu()
-        foreground = report[(report["loss"] == name) & (report["class"] == 1)].iloc[0]
-        result[name] = {"val_iou": iou(outputs[name], y_val),
-                        "dice": float(foreground["f1"]),  # F1 of the pixels is Dice
-                        "precision": float(foreground["precision"]),
-                        "recall": float(foreground["recall"]),
-                        "epochs_run": int((history["loss"] == name).sum())}
+              "val_size": args.n_val, "seeds": comparison.seeds, "workers": workers,
+              "seconds": seconds}
+    foreground = report[report["class"] == 1]
+    for name in losses:
+        # each run's best epoch (by val_iou), whose weights fit restored; means over seeds
+        mine, pixels = runs[runs["loss"] == name], foreground[foreground["loss"] == name]
+        result[name] = {"val_iou": float(mine["val_iou"].mean()),
+                        "dice": float(pixels["f1"].mean()),  # F1 of the pixels is Dice
+                        "precision": float(pixels["precision"].mean()),
+                        "recall": float(pixels["recall"].mean()),
+                        "epochs_run": mine["epochs_run"].tolist(),  # per seed
+                        "val_iou_per_seed": mine["val_iou"].tolist(),
+                        "dice_per_seed": pixels["f1"].tolist()}
+    result["summary"] = key_statistics(table, "val_iou", comparison.baseline)
     print(json.dumps(result))
-    if args.log_dir:
-        from kerastorch.callbacks import new_run_dir
-
-        run_dir = new_run_dir(args.log_dir)
-        history.to_csv(os.path.join(run_dir, "history.csv"), index=False)
-        report.to_csv(os.path.join(run_dir, "per_class_report.csv"), index=False)
-        save_pictures(run_dir, history, x_val, y_val, outputs)
+    if run_dir:
+        first = nets[len(comparison.seeds):len(comparison.seeds) + len(losses)]
+        outputs = {}
+        for name, net in zip(losses, first):
+            with torch.no_grad():
+                outputs[name] = net.eval()(x_val.to(next(net.parameters()).device)).float().cpu()
+        save_pictures(run_dir, x_val, y_val, outputs)
         print(f"pictures and history written to {run_dir}")
     return result
 
