@@ -127,6 +127,30 @@ def assert_pictures(run_dir, *names):
         assert image.ndim == 3 and min(image.shape[:2]) > 100, name
 
 
+def assert_seed_summary(summary, metric, names, seeds=2):
+    """The JSON's seed statistics: every loss over ``seeds`` seeds, every number finite."""
+    assert summary["metric"] == metric and summary["baseline"] == names[0]
+    stats = summary.get("losses", summary.get("variants"))
+    assert list(stats) == list(names)
+    for name, row in stats.items():
+        assert row["n"] == seeds, name
+        assert all(np.isfinite(row[k]) for k in ("mean", "ci_low", "ci_high")), name
+        assert row["ci_low"] <= row["mean"] <= row["ci_high"], name
+    assert list(summary["vs_baseline"]) == list(names[1:])
+    for name, row in summary["vs_baseline"].items():
+        assert all(np.isfinite(v) for v in row.values()), name
+        assert row["diff_ci_low"] <= row["diff_mean"] <= row["diff_ci_high"], name
+        assert 0 <= row["p_value"] <= 1, name
+        assert row["diff_mean"] == pytest.approx(stats[name]["mean"] - stats[names[0]]["mean"],
+                                                 abs=1e-9)
+
+
+def assert_summary_printed(proc, names, seeds=(0, 1)):
+    """The summary table is printed, one line per (metric, loss)."""
+    assert f"over seeds {list(seeds)}" in proc.stdout
+    assert " metric " in proc.stdout and "diff_mean" in proc.stdout and "p_value" in proc.stdout
+
+
 def torchrun(*args, timeout=240):
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
@@ -164,16 +188,29 @@ def test_mnist_custom_loss_trades_precision_of_9_for_recall(smoke_runs):
     proc = smoke_runs("mnist")
     result, run_dir = read_outputs(proc)
     assert (result["dataset"], result["train_size"], result["val_size"]) == ("digits", 1257, 540)
+    assert result["seeds"] == [0, 1] and result["workers"] == 1
     ce, cost = result["ce"], result["cost"]
     assert ce["val_acc"] >= 0.75 and cost["val_acc"] >= 0.7
-    # the costly class is found more often, at the price of more false 9s
-    assert cost["recall_9"] > ce["recall_9"] and cost["precision_9"] < ce["precision_9"]
+    # the costly class is found more often, seed by seed, at the price of more false 9s
+    assert all(c > e for c, e in zip(cost["recall_9_per_seed"], ce["recall_9_per_seed"]))
+    assert cost["precision_9"] < ce["precision_9"]
+    assert_seed_summary(result["summary"], "val_recall9", ["ce", "cost"])
+    assert result["summary"]["vs_baseline"]["cost"]["diff_mean"] > 0
+    assert_seed_summary(result["precision_9_summary"], "val_precision9", ["ce", "cost"])
+    assert_seed_summary(result["val_acc_summary"], "val_acc", ["ce", "cost"])
+    assert_summary_printed(proc, ["ce", "cost"])
     history = pd.read_csv(run_dir / "history.csv")
-    assert history["loss"].tolist() == ["ce"] * ce["epochs_run"] + ["cost"] * cost["epochs_run"]
+    assert history.groupby(["loss", "seed"]).size().to_dict() == {
+        ("ce", 0): ce["epochs_run"][0], ("ce", 1): ce["epochs_run"][1],
+        ("cost", 0): cost["epochs_run"][0], ("cost", 1): cost["epochs_run"][1]}
     assert {"val_acc", "val_recall9", "train_recall9"} <= set(history.columns)
-    report = pd.read_csv(run_dir / "per_class_report.csv").set_index(["loss", "class"])
-    assert report.loc[("cost", 9), "recall"] == pytest.approx(cost["recall_9"])
-    assert_pictures(run_dir, "curves.png", "predictions_ce.png", "predictions_cost.png")
+    report = pd.read_csv(run_dir / "report.csv").set_index(["loss", "seed", "class"])
+    assert report.loc[("cost", 0, 9), "recall"] == pytest.approx(cost["recall_9_per_seed"][0])
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert summary.groupby("loss")["n"].min().to_dict() == {"ce": 2, "cost": 2}
+    assert (run_dir / "summary.md").exists()
+    assert_pictures(run_dir, "curves.png", "final.png", "predictions_ce.png",
+                    "predictions_cost.png")
 
 
 def test_mnist_custom_loss_reads_mnist_idx_files(tmp_path, capsys):
@@ -191,6 +228,7 @@ def test_mnist_custom_loss_reads_mnist_idx_files(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert (result["dataset"], result["train_size"], result["val_size"]) == ("mnist", 300, 100)
     assert result["ce"]["val_acc"] >= 0.5  # 0.73-0.84 over seeds 0-3, after 4 epochs of 10 steps
+    assert result["seeds"] == [0, 1] and result["summary"]["losses"]["ce"]["n"] == 2
 
 
 def test_idx_reader_round_trips_and_rejects_bad_files(tmp_path, monkeypatch):
@@ -223,18 +261,28 @@ def test_focal_regularization_both_variants(smoke_runs):
     proc = smoke_runs("focal")
     result, run_dir = read_outputs(proc)
     assert (result["train_size"], result["val_size"]) == (980, 420)
+    assert result["seeds"] == [0, 1]
     for variant in ("penalty", "weight-decay"):
         scores = result[variant]
         # 6 in 7 points are negative: always answering "negative" scores 0.857
         assert scores["val_auc"] >= 0.93 and scores["val_acc"] > 6 / 7
-        history = pd.read_csv(run_dir / f"history_{variant}.csv")
+        assert min(scores["val_auc_per_seed"]) >= 0.93
+        history = pd.read_csv(run_dir / f"history_{variant}.csv")  # the first seed's
         assert list(history.columns) == ["epoch", "train_loss", "train_auc", "lr", "val_loss",
                                          "val_auc"]
         # early stopping on val_auc with patience 3: the run ends 3 epochs after its best,
         # or at the 20-epoch limit; the weights evaluated are the best epoch's
-        assert len(history) == scores["epochs_run"]
-        assert scores["epochs_run"] in (20, scores["best_epoch"] + 3)
-        assert history["val_auc"].max() == pytest.approx(scores["val_auc"], abs=1e-6)
+        assert len(history) == scores["epochs_run"][0]
+        for best, run in zip(scores["best_epoch"], scores["epochs_run"]):
+            assert run in (20, best + 3)
+        assert history["val_auc"].max() == pytest.approx(scores["val_auc_per_seed"][0], abs=1e-6)
+    # the two ways of applying L2 score alike: no robust sign to the difference
+    assert_seed_summary(result["summary"], "val_auc", ["penalty", "weight-decay"])
+    assert abs(result["summary"]["vs_baseline"]["weight-decay"]["diff_mean"]) < 0.02
+    assert_seed_summary(result["val_acc_summary"], "val_acc", ["penalty", "weight-decay"])
+    assert_summary_printed(proc, ["penalty", "weight-decay"])
+    runs = pd.read_csv(run_dir / "runs.csv")
+    assert runs.groupby("loss").size().to_dict() == {"penalty": 2, "weight-decay": 2}
     assert_pictures(run_dir, "scatter.png", "curves_penalty.png", "curves_weight-decay.png")
 
 
@@ -268,15 +316,26 @@ def test_noisy_labels_sce_beats_cross_entropy_on_clean_test_labels(smoke_runs):
     proc = smoke_runs("noisy")
     result, run_dir = read_outputs(proc)
     assert result["noise"] == pytest.approx(0.4, abs=1 / result["train_size"])
+    assert result["seeds"] == [0, 1] and result["workers"] == 1
     ce, sce = result["ce"], result["sce"]
     # measured over seeds 0-4: CE 0.84-0.88, SCE 0.93-0.97, SCE ahead by 0.04-0.13; CE
     # reproduces 14-19% of the flipped labels, SCE 2-3%
     assert sce["clean_test_acc"] >= 0.9 and ce["clean_test_acc"] >= 0.75
-    assert sce["clean_test_acc"] >= ce["clean_test_acc"] + 0.02
+    for s, c in zip(sce["clean_test_acc_per_seed"], ce["clean_test_acc_per_seed"]):
+        assert s >= c + 0.02  # seed by seed
     assert ce["memorized"] >= 2 * sce["memorized"]
+    assert_seed_summary(result["summary"], "val_acc", ["ce", "sce"])
+    assert result["summary"]["vs_baseline"]["sce"]["diff_mean"] >= 0.02
+    assert_seed_summary(result["memorized_summary"], "memorized", ["ce", "sce"])
+    assert result["memorized_summary"]["vs_baseline"]["sce"]["diff_ci_high"] < 0
+    assert_summary_printed(proc, ["ce", "sce"])
     history = pd.read_csv(run_dir / "history.csv")
-    assert history.groupby("loss").size().to_dict() == {"ce": 15, "sce": 15}  # never stopped
-    assert_pictures(run_dir, "accuracy.png")
+    assert history.groupby("loss").size().to_dict() == {"ce": 30, "sce": 30}  # never stopped
+    runs = pd.read_csv(run_dir / "runs.csv").set_index(["loss", "seed"])
+    assert runs.loc[("sce", 1), "memorized"] == pytest.approx(
+        history[(history["loss"] == "sce") & (history["seed"] == 1)]
+        .set_index("epoch").loc[runs.loc[("sce", 1), "best_epoch"], "memorized"])
+    assert_pictures(run_dir, "accuracy.png", "curves.png", "final.png")
 
 
 def test_noisy_labels_flips_exactly_the_requested_share_to_other_classes():
@@ -297,16 +356,23 @@ def test_segmentation_dice_compares_four_losses(smoke_runs):
     proc = smoke_runs("segmentation")
     result, run_dir = read_outputs(proc)
     assert 0.1 < result["foreground"] < 0.3
-    for name in ("dice", "dice_bce", "jaccard", "focal"):
+    assert result["seeds"] == [0, 1] and result["workers"] == 1
+    names = ["dice", "dice_bce", "jaccard", "focal"]
+    for name in names:
         scores = result[name]
-        assert scores["val_iou"] >= 0.65, name  # 0.78-0.84 over seeds 0-5
-        # Dice = 2 IoU / (1 + IoU) for the same thresholded masks
-        assert scores["dice"] == pytest.approx(2 * scores["val_iou"] / (1 + scores["val_iou"]),
-                                               abs=1e-4)
+        assert min(scores["val_iou_per_seed"]) >= 0.65, name  # 0.78-0.84 over seeds 0-5
+        # Dice = 2 IoU / (1 + IoU) for the same thresholded masks, run by run
+        for iou, dice in zip(scores["val_iou_per_seed"], scores["dice_per_seed"]):
+            assert dice == pytest.approx(2 * iou / (1 + iou), abs=1e-4)
+    assert_seed_summary(result["summary"], "val_iou", names)
+    assert_summary_printed(proc, names)
     history = pd.read_csv(run_dir / "history.csv")
-    assert history["loss"].unique().tolist() == ["dice", "dice_bce", "jaccard", "focal"]
+    assert history["loss"].unique().tolist() == names
+    assert sorted(history["seed"].unique().tolist()) == [0, 1]
     assert {"train_iou", "val_iou"} <= set(history.columns)
-    assert_pictures(run_dir, "curves.png", "predictions.png")
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert summary.groupby("loss")["n"].min().to_dict() == dict.fromkeys(names, 2)
+    assert_pictures(run_dir, "curves.png", "final.png", "predictions.png")
 
 
 def test_synthetic_shapes_are_brighter_where_the_mask_is():
