@@ -84,7 +84,7 @@ class Memorized(Callback):
             predicted = net(self.x.to(next(net.parameters()).device)).argmax(1).cpu()
         net.train(was_training)
         memorized = (predicted == self.y).float().mean().item()
-        self.model.history_callback.rows[-1]["memorized"] = memorized
+        self.model.history_callback.update_last({"memorized": memorized})
 
 
 def format_summary(table):

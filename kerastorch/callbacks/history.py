@@ -40,5 +40,25 @@ class History(Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.rows.append(dict(logs))
 
+    def update_last(self, values: dict) -> None:
+        """Add or overwrite columns of the last epoch's row.
+
+        For a callback that measures something of its own at the end of an epoch
+        (``on_epoch_end``; every callback runs after History) and wants it as a
+        history column: ``self.model.history_callback.update_last({"name": value})``.
+        Callbacks called after it read the value through ``history_rows()``; their
+        own ``logs`` copy does not have it, so it cannot be a ``monitor``.
+
+        Raises:
+            ValueError: no epoch has ended yet.
+            TypeError: ``values`` is not a dict of str keys.
+        """
+        if not self.rows:
+            raise ValueError("update_last needs a finished epoch; no row yet")
+        if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+            raise TypeError(f"values must be a dict of str column names; received "
+                            f"{type(values).__name__}")
+        self.rows[-1].update(values)
+
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)

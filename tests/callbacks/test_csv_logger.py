@@ -96,3 +96,22 @@ def test_a_resumed_fit_continues_the_file(tmp_path):
                      callbacks=[CSVLogger(tmp_path / "h.csv")], **kwargs)
     assert df["epoch"].tolist() == [1, 2, 3, 4]
     pd.testing.assert_frame_equal(_read(tmp_path / "h.csv"), df, check_exact=True)
+
+
+def test_a_callback_adds_a_column_through_history_update_last(tmp_path):
+    class Doubled(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.history_callback.update_last({"double_loss": 2 * logs["train_loss"]})
+
+    x, y = make_classification(n=32)
+    model = KerasModel(TinyNet(), nn.CrossEntropyLoss())
+    df = model.fit(loader(x, y, 8), epochs=2, ckpt_path=None, quiet=True,
+                   callbacks=[Doubled(), CSVLogger(tmp_path / "h.csv")])
+    assert df["double_loss"].tolist() == [2 * v for v in df["train_loss"]]
+    pd.testing.assert_frame_equal(_read(tmp_path / "h.csv"), df, check_exact=True)
+    history = model.history_callback
+    with pytest.raises(TypeError, match="values must be a dict of str column names"):
+        history.update_last([1])
+    history.on_fit_begin()
+    with pytest.raises(ValueError, match="update_last needs a finished epoch"):
+        history.update_last({"a": 1})
