@@ -33,7 +33,7 @@ from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
 from kerastorch import KerasModel
-from kerastorch.experiments import LossComparison
+from kerastorch.experiments import LossComparison, format_summary, summary_record
 from kerastorch.losses import FocalLoss, with_regularization
 
 VARIANTS = ("penalty", "weight-decay")
@@ -97,25 +97,6 @@ def make_model(variant: str, net: nn.Module, args) -> KerasModel:
         optimizer = torch.optim.Adam([{"params": weights, "weight_decay": 2 * args.l2},
                                       {"params": biases, "weight_decay": 0.0}], lr=args.lr)
     return KerasModel(net, loss_fn, metrics_dict={"auc": AUROC()}, optimizer=optimizer)
-
-
-def format_summary(table):
-    """The summary table, compactly: 4 decimals, the p-value in 2 significant digits."""
-    table = table.drop(columns=["std"])
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}",
-                           formatters={"p_value": lambda v: f"{v:.2g}"}, na_rep="")
-
-
-def key_statistics(table, metric, baseline):
-    """Per variant the mean and interval of ``metric``; per other variant the paired difference."""
-    out = {"metric": metric, "baseline": baseline, "variants": {}, "vs_baseline": {}}
-    for row in table[table["metric"] == metric].to_dict("records"):
-        out["variants"][row["loss"]] = {k: float(row[k]) for k in ("mean", "ci_low", "ci_high")}
-        out["variants"][row["loss"]]["n"] = int(row["n"])
-        if row["loss"] != baseline:
-            out["vs_baseline"][row["loss"]] = {k: float(row[k]) for k in (
-                "diff_mean", "diff_ci_low", "diff_ci_high", "p_value")}
-    return out
 
 
 def save_pictures(run_dir, x, y, predictions, histories):
@@ -221,8 +202,8 @@ def main(argv=None):
                            "val_auc_per_seed": mine["val_auc"].tolist(),
                            "best_epoch": mine["best_epoch"].tolist(),  # per seed
                            "epochs_run": mine["epochs_run"].tolist()}
-    result["summary"] = key_statistics(table, "val_auc", comparison.baseline)
-    result["val_acc_summary"] = key_statistics(table, "val_acc", comparison.baseline)
+    result["summary"] = summary_record(table, "val_auc", comparison.baseline)
+    result["val_acc_summary"] = summary_record(table, "val_acc", comparison.baseline)
 
     for variant in variants:
         print(f"{variant} (seed {seed_list[0]}):")

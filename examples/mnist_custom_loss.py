@@ -45,6 +45,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassRecall
 
 from kerastorch import compare_losses
+from kerastorch.experiments import format_summary, summary_record
 from kerastorch.losses import CostSensitiveLoss
 
 COSTLY_CLASS = 9
@@ -195,25 +196,6 @@ def predict(net: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Te
                           for i in range(0, len(x), batch_size)])
 
 
-def format_summary(table):
-    """The summary table, compactly: 4 decimals, the p-value in 2 significant digits."""
-    table = table.drop(columns=["std"])
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}",
-                           formatters={"p_value": lambda v: f"{v:.2g}"}, na_rep="")
-
-
-def key_statistics(table, metric, baseline):
-    """Per loss the mean and interval of ``metric``; per other loss the paired difference."""
-    out = {"metric": metric, "baseline": baseline, "losses": {}, "vs_baseline": {}}
-    for row in table[table["metric"] == metric].to_dict("records"):
-        out["losses"][row["loss"]] = {k: float(row[k]) for k in ("mean", "ci_low", "ci_high")}
-        out["losses"][row["loss"]]["n"] = int(row["n"])
-        if row["loss"] != baseline:
-            out["vs_baseline"][row["loss"]] = {k: float(row[k]) for k in (
-                "diff_mean", "diff_ci_low", "diff_ci_high", "p_value")}
-    return out
-
-
 # -- pictures ----------------------------------------------------------------------
 
 def save_pictures(run_dir, names, val_images, val_labels, outputs):
@@ -324,9 +306,9 @@ def main(argv=None):
                         "precision_9": float(runs["val_precision9"].mean()),
                         "epochs_run": runs["epochs_run"].tolist(),  # per seed
                         "recall_9_per_seed": runs[f"val_recall{COSTLY_CLASS}"].tolist()}
-    result["summary"] = key_statistics(table, f"val_recall{COSTLY_CLASS}", comparison.baseline)
-    result["precision_9_summary"] = key_statistics(table, "val_precision9", comparison.baseline)
-    result["val_acc_summary"] = key_statistics(table, "val_acc", comparison.baseline)
+    result["summary"] = summary_record(table, f"val_recall{COSTLY_CLASS}", comparison.baseline)
+    result["precision_9_summary"] = summary_record(table, "val_precision9", comparison.baseline)
+    result["val_acc_summary"] = summary_record(table, "val_acc", comparison.baseline)
     print(json.dumps(result))
     if run_dir:
         first = nets[len(comparison.seeds):len(comparison.seeds) + len(losses)]

@@ -38,6 +38,7 @@ from torch import nn
 
 from kerastorch import compare_losses
 from kerastorch.callbacks import Callback
+from kerastorch.experiments import format_summary, summary_record
 from kerastorch.losses import SCELoss
 
 KEY_METRICS = ["val_acc", "memorized"]  # clean test accuracy; flipped labels reproduced
@@ -85,25 +86,6 @@ class Memorized(Callback):
         net.train(was_training)
         memorized = (predicted == self.y).float().mean().item()
         self.model.history_callback.update_last({"memorized": memorized})
-
-
-def format_summary(table):
-    """The summary table, compactly: 4 decimals, the p-value in 2 significant digits."""
-    table = table.drop(columns=["std"])
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}",
-                           formatters={"p_value": lambda v: f"{v:.2g}"}, na_rep="")
-
-
-def key_statistics(table, metric, baseline):
-    """Per loss the mean and interval of ``metric``; per other loss the paired difference."""
-    out = {"metric": metric, "baseline": baseline, "losses": {}, "vs_baseline": {}}
-    for row in table[table["metric"] == metric].to_dict("records"):
-        out["losses"][row["loss"]] = {k: float(row[k]) for k in ("mean", "ci_low", "ci_high")}
-        out["losses"][row["loss"]]["n"] = int(row["n"])
-        if row["loss"] != baseline:
-            out["vs_baseline"][row["loss"]] = {k: float(row[k]) for k in (
-                "diff_mean", "diff_ci_low", "diff_ci_high", "p_value")}
-    return out
 
 
 def save_pictures(run_dir, history, names):
@@ -200,8 +182,8 @@ def main(argv=None):
                         "memorized": float(best["memorized"].mean()),
                         "peak_test_acc": float(peaks.mean()),
                         "clean_test_acc_per_seed": best["val_acc"].tolist()}
-    result["summary"] = key_statistics(table, "val_acc", comparison.baseline)
-    result["memorized_summary"] = key_statistics(table, "memorized", comparison.baseline)
+    result["summary"] = summary_record(table, "val_acc", comparison.baseline)
+    result["memorized_summary"] = summary_record(table, "memorized", comparison.baseline)
     print(json.dumps(result))
     if run_dir:
         save_pictures(run_dir, history, list(losses))

@@ -34,6 +34,7 @@ from torch import nn
 from torchmetrics.classification import BinaryJaccardIndex
 
 from kerastorch import compare_losses
+from kerastorch.experiments import format_summary, summary_record
 from kerastorch.losses import DiceBCELoss, DiceLoss, FocalLoss, JaccardLoss
 
 
@@ -81,25 +82,6 @@ class IoU(BinaryJaccardIndex):
 def iou(logits: torch.Tensor, masks: torch.Tensor) -> float:
     predicted, truth = logits > 0, masks > 0.5
     return ((predicted & truth).sum() / (predicted | truth).sum()).item()
-
-
-def format_summary(table):
-    """The summary table, compactly: 4 decimals, the p-value in 2 significant digits."""
-    table = table.drop(columns=["std"])
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}",
-                           formatters={"p_value": lambda v: f"{v:.2g}"}, na_rep="")
-
-
-def key_statistics(table, metric, baseline):
-    """Per loss the mean and interval of ``metric``; per other loss the paired difference."""
-    out = {"metric": metric, "baseline": baseline, "losses": {}, "vs_baseline": {}}
-    for row in table[table["metric"] == metric].to_dict("records"):
-        out["losses"][row["loss"]] = {k: float(row[k]) for k in ("mean", "ci_low", "ci_high")}
-        out["losses"][row["loss"]]["n"] = int(row["n"])
-        if row["loss"] != baseline:
-            out["vs_baseline"][row["loss"]] = {k: float(row[k]) for k in (
-                "diff_mean", "diff_ci_low", "diff_ci_high", "p_value")}
-    return out
 
 
 def save_pictures(run_dir, images, masks, outputs):
@@ -212,7 +194,7 @@ def main(argv=None):
                         "epochs_run": mine["epochs_run"].tolist(),  # per seed
                         "val_iou_per_seed": mine["val_iou"].tolist(),
                         "dice_per_seed": pixels["f1"].tolist()}
-    result["summary"] = key_statistics(table, "val_iou", comparison.baseline)
+    result["summary"] = summary_record(table, "val_iou", comparison.baseline)
     print(json.dumps(result))
     if run_dir:
         first = nets[len(comparison.seeds):len(comparison.seeds) + len(losses)]

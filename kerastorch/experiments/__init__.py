@@ -13,5 +13,7 @@ Modules: ``comparison`` (``compare_losses``), ``run_record`` (one run as a recor
 from ..evaluation import per_class_report
 from .comparison import compare_losses
 from .loss_comparison import LossComparison
+from .seed_statistics import format_summary, summary_record
 
-__all__ = ["compare_losses", "LossComparison", "per_class_report"]
+__all__ = ["compare_losses", "LossComparison", "format_summary", "per_class_report",
+           "summary_record"]

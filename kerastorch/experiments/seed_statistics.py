@@ -14,8 +14,8 @@ import pandas as pd
 
 from ..userwarn import warn_user
 
-__all__ = ["summarize", "summary_metrics", "import_scipy_stats", "SUMMARY_COLUMNS",
-           "MIN_RELIABLE_SEEDS"]
+__all__ = ["summarize", "summary_metrics", "import_scipy_stats", "format_summary",
+           "summary_record", "SUMMARY_COLUMNS", "MIN_RELIABLE_SEEDS"]
 
 SUMMARY_COLUMNS = ["metric", "loss", "n", "mean", "std", "ci_low", "ci_high", "diff_mean",
                    "diff_ci_low", "diff_ci_high", "p_value"]
@@ -90,6 +90,48 @@ def summarize(runs: pd.DataFrame, baseline: str, metrics: Optional[Sequence[str]
                   f"{'NaN' if fewest < 2 else 'computed but unreliable'} below "
                   f"{MIN_RELIABLE_SEEDS} seeds; pass seeds=5 or more to compare_losses")
     return table
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    """A summary table as compact text: no ``std`` column, 4 decimals, p-values to 2 digits.
+
+    Example:
+        >>> table = pd.DataFrame([{"metric": "val_acc", "loss": "ce", "n": 5, "mean": 0.9,
+        ...     "std": 0.01, "ci_low": 0.89, "ci_high": 0.91, "diff_mean": math.nan,
+        ...     "diff_ci_low": math.nan, "diff_ci_high": math.nan, "p_value": math.nan}])
+        >>> print(format_summary(table))
+         metric loss  n   mean  ci_low  ci_high diff_mean diff_ci_low diff_ci_high p_value
+        val_acc   ce  5 0.9000  0.8900   0.9100                                          
+    """
+    return table.drop(columns=["std"]).to_string(
+        index=False, float_format=lambda v: f"{v:.4f}",
+        formatters={"p_value": lambda v: f"{v:.2g}"}, na_rep="")
+
+
+def summary_record(table: pd.DataFrame, metric: str, baseline: str) -> dict:
+    """One metric of a summary table as plain JSON values.
+
+    Returns:
+        ``{"metric", "baseline", "losses": {loss: {mean, ci_low, ci_high, n}},
+        "vs_baseline": {loss: {diff_mean, diff_ci_low, diff_ci_high, p_value}}}``,
+        the baseline absent from ``vs_baseline``.
+
+    Raises:
+        ValueError: ``metric`` is not in the table.
+    """
+    rows = table[table["metric"] == metric].to_dict("records")
+    if not rows:
+        raise ValueError(f"metric must be one of {sorted(set(table['metric']))}; received "
+                         f"{metric!r}")
+    out: dict = {"metric": metric, "baseline": baseline, "losses": {}, "vs_baseline": {}}
+    for row in rows:
+        out["losses"][row["loss"]] = {**{k: float(row[k]) for k in ("mean", "ci_low",
+                                                                       "ci_high")},
+                                      "n": int(row["n"])}
+        if row["loss"] != baseline:
+            out["vs_baseline"][row["loss"]] = {k: float(row[k]) for k in (
+                "diff_mean", "diff_ci_low", "diff_ci_high", "p_value")}
+    return out
 
 
 def _spread(stats, values: np.ndarray, confidence: float) -> dict:

@@ -131,3 +131,24 @@ def test_without_scipy_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy.stats", None)
     with pytest.raises(ImportError, match=r'pip install "kerastorch\[stats\]"'):
         comparison(runs_table()).summary()
+
+
+def test_summary_record_is_the_tables_numbers_as_plain_values():
+    from kerastorch.experiments import format_summary, summary_record
+
+    table = pd.DataFrame([
+        {"metric": "val_acc", "loss": "ce", "n": 3, "mean": 0.9, "std": 0.01, "ci_low": 0.88,
+         "ci_high": 0.92, "diff_mean": np.nan, "diff_ci_low": np.nan, "diff_ci_high": np.nan,
+         "p_value": np.nan},
+        {"metric": "val_acc", "loss": "focal", "n": 3, "mean": 0.93, "std": 0.02,
+         "ci_low": 0.9, "ci_high": 0.96, "diff_mean": 0.03, "diff_ci_low": 0.01,
+         "diff_ci_high": 0.05, "p_value": 0.012345}])
+    record = summary_record(table, "val_acc", "ce")
+    assert record["losses"] == {"ce": {"mean": 0.9, "ci_low": 0.88, "ci_high": 0.92, "n": 3},
+                                "focal": {"mean": 0.93, "ci_low": 0.9, "ci_high": 0.96, "n": 3}}
+    assert record["vs_baseline"] == {"focal": {"diff_mean": 0.03, "diff_ci_low": 0.01,
+                                               "diff_ci_high": 0.05, "p_value": 0.012345}}
+    with pytest.raises(ValueError, match="metric must be one of \\['val_acc'\\]"):
+        summary_record(table, "val_f1", "ce")
+    text = format_summary(table)
+    assert "std" not in text and "0.012" in text and "0.9300" in text
