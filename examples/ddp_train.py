@@ -90,6 +90,9 @@ def main(argv=None):
         print(json.dumps(result))
         if run_directory is not None:
             print(f"run directory written to {run_directory.path}")
+    # Accelerate's end-of-script call: it shuts the process group down cleanly (exiting
+    # with it alive can abort in gloo's C++ teardown after all the work is done)
+    acc.end_training()
 
 
 if __name__ == "__main__":

@@ -316,6 +316,7 @@ model = KerasModel(net, nn.CrossEntropyLoss(), metrics_dict={
 df = model.fit((x, y), (x, y), epochs=2, batch_size=8, ckpt_path=os.path.join(sys.argv[1], "ck.pt"),
                quiet=True, log_dir=os.path.join(sys.argv[1], "runs"), cpu=True)
 df.to_csv(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.csv"), index=False)
+model.accelerator.end_training()
 '''
 
 

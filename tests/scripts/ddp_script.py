@@ -55,6 +55,8 @@ def main(out, epochs=3, resume=False, crash=False):
                    "preds": preds.tolist()}, f)
     if rank == 0:
         torch.save(model.net.state_dict(), os.path.join(out, "final.pt"))
+    # a clean gloo shutdown: exiting with the process group alive can abort in C++ teardown
+    model.accelerator.end_training()
 
 
 if __name__ == "__main__":
