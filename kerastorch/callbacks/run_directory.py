@@ -87,9 +87,12 @@ class RunDirectory(Callback):
       the fit ends, so with the best weights that ``fit`` restores. Written only
       when the fit was not interrupted. The report has scikit-learn's layout.
 
-    Only the main process writes (under several processes every process takes
-    part in the prediction pass, which is sharded); a callback reused across fits
-    makes one folder per fit. The epoch rows are read from the fit's History.
+    Only the main process writes, but under several processes every process takes
+    part in the prediction pass (it is sharded and gathered), so pass the callback
+    on every process, as ``fit(log_dir=...)`` does: given on the main process
+    alone, the others never join that pass and the job waits. A callback reused
+    across fits makes one folder per fit. The epoch rows are read from the fit's
+    History.
 
     Args:
         log_dir: the parent folder, created if needed. Defaults to "runs".
