@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 import os
-import warnings
 from typing import Iterable, Optional
 
 import torch
 import torchmetrics
+
+from .userwarn import warn_user
 
 
 __all__ = ["check_bool", "check_callbacks", "check_fit_args", "check_loss_fn", "check_metrics",
@@ -94,8 +95,7 @@ def state_paths(ckpt_path, state_path, resume, save_state_every):
                              "or resume='path/to/file.state.pt'")
         resume_path = state_path if resume and os.path.isfile(state_path) else None
         if resume and resume_path is None:
-            warnings.warn(f"resume=True: no state at {state_path!r} yet; starting from scratch",
-                          UserWarning, stacklevel=3)
+            warn_user(f"resume=True: no state at {state_path!r} yet; starting from scratch")
     elif isinstance(resume, (str, os.PathLike)):
         resume_path = os.fspath(resume)
         if not os.path.isfile(resume_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-import warnings
 from typing import Iterable, Optional
 
 import pandas as pd
@@ -31,6 +30,7 @@ from .metrics import fresh_metric
 from .runners import EpochRunner, StepRunner
 from .scheduler import SchedulerStepper, check_scheduler, check_scheduler_for_fit
 from .state import load_fit_state, save_fit_state
+from .userwarn import warn_user
 
 __all__ = ["KerasModel"]
 
@@ -238,10 +238,9 @@ class KerasModel:
             raise
         except KeyboardInterrupt:
             self.interrupted = True
-            warnings.warn(f"training interrupted during epoch {len(history.rows) + 1}; "
-                          "returning the completed epochs with the best weights restored"
-                          + (f"; resume from {state_path}" if state_path else ""),
-                          UserWarning, stacklevel=2)
+            warn_user(f"training interrupted during epoch {len(history.rows) + 1}; "
+                      "returning the completed epochs with the best weights restored"
+                      + (f"; resume from {state_path}" if state_path else ""))
         finally:
             try:
                 cbs.call("on_fit_end", {"epochs_completed": len(history.rows),
@@ -265,8 +264,7 @@ class KerasModel:
         skipped = train_epoch.step_runner.skipped_steps
         if skipped:
             train_epoch.step_runner.skipped_steps = 0
-            warnings.warn(f"epoch {epoch}: skipped {skipped} step(s) whose loss was not finite",
-                          UserWarning, stacklevel=3)
+            warn_user(f"epoch {epoch}: skipped {skipped} step(s) whose loss was not finite")
         cbs.call("on_epoch_end", epoch, row)
 
     # -- evaluate / predict --------------------------------------------------------
@@ -441,10 +439,9 @@ class KerasModel:
         metric = self.metrics_dict.get(monitor.split("_", 1)[-1])
         better = getattr(metric, "higher_is_better", None)
         if better is not None and monitor != "train_loss" and (better != (mode == "max")):
-            warnings.warn(
+            warn_user(
                 f"monitor {monitor!r} uses mode={mode!r}, but the metric's higher_is_better is "
-                f"{better}: pass mode={'max' if better else 'min'!r} unless this is intended",
-                UserWarning, stacklevel=3)
+                f"{better}: pass mode={'max' if better else 'min'!r} unless this is intended")
         return monitor
 
 

@@ -8,7 +8,6 @@ states are stored as tensors for the same reason.
 from __future__ import annotations
 
 import random
-import warnings
 from typing import Any, List, Optional
 
 import numpy as np
@@ -17,6 +16,7 @@ from accelerate.utils import gather_object
 
 from .accelerate_compat import loader_generator
 from .files import atomic_save, load_weights_only
+from .userwarn import warn_user
 
 __all__ = ["get_rng_state", "set_rng_state", "save_training_state", "load_training_state",
            "save_fit_state", "load_fit_state"]
@@ -122,8 +122,7 @@ def load_fit_state(model, path: str, callbacks, train_dl) -> int:
     if model.accelerator.scaler is not None and state["scaler"] is not None:
         model.accelerator.scaler.load_state_dict(state["scaler"])
     for key in callbacks.load_state_dict(state["callbacks"]):
-        warnings.warn(f"resume: no saved state for callback {key}; it starts fresh",
-                      UserWarning, stacklevel=3)
+        warn_user(f"resume: no saved state for callback {key}; it starts fresh")
     rng = state["rng"]
     set_rng_state(rng[min(model.accelerator.process_index, len(rng) - 1)])
     generator = loader_generator(train_dl)
@@ -132,7 +131,6 @@ def load_fit_state(model, path: str, callbacks, train_dl) -> int:
     if state["extra"].get("stopped"):
         # the saved run had finished by early stopping: resuming must not train on
         model.stop_training = True
-        warnings.warn(f"resume: the saved run stopped early after epoch {state['epoch']}; "
-                      "nothing left to train (fit without resume to train further)",
-                      UserWarning, stacklevel=3)
+        warn_user(f"resume: the saved run stopped early after epoch {state['epoch']}; "
+                  "nothing left to train (fit without resume to train further)")
     return int(state["epoch"])

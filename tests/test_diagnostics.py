@@ -201,3 +201,20 @@ def test_diagnostics_import_neither_the_runner_nor_the_model():
     tree = ast.parse(Path(diagnostics.__file__).read_text(encoding="utf-8"))
     modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert modules <= {"__future__", "typing", "torch", "losses.misuse"}
+
+
+def test_fits_own_warnings_point_at_the_users_line_also_through_a_subclass(tmp_path):
+    class MyModel(KerasModel):  # an extra frame between the user's line and kerastorch's
+        def fit(self, *args, **kwargs):
+            return super().fit(*args, **kwargs)
+
+    x, y = make_classification(n=16)
+    model = MyModel(TinyNet(), nn.CrossEntropyLoss())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(loader(x, y, 8), epochs=1, quiet=True, resume=True,
+                  ckpt_path=str(tmp_path / "ck.pt"))
+    (warning,) = [w for w in caught if "no state at" in str(w.message)]
+    # the first frame outside the kerastorch package: the subclass's super().fit line
+    assert warning.filename == __file__
+    assert warning.lineno == MyModel.fit.__code__.co_firstlineno + 1
