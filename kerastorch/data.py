@@ -10,6 +10,8 @@ from accelerate.utils import DistributedType
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler,
                               SequentialSampler, TensorDataset, default_collate)
 
+from .checks import check_bool
+
 __all__ = ["as_dataloader", "as_tensor", "fast_loader", "TensorBatches"]
 
 
@@ -62,9 +64,7 @@ def _as_dataloader(data: Any, *, batch_size: int, shuffle: bool, name: str) -> A
         return data
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1; received {batch_size!r}")
-    if not isinstance(shuffle, bool):
-        raise TypeError(f"shuffle must be True or False; received {type(shuffle).__name__} "
-                        f"{shuffle!r}")
+    check_bool("shuffle", shuffle)
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(map(_is_array_like, data)):
         x, y = as_tensor(data[0], f"{name}[0]"), as_tensor(data[1], f"{name}[1]")
         if len(x) != len(y):

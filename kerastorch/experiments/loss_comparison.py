@@ -55,8 +55,7 @@ class LossComparison:
         return (self.history, self.report)[index]
 
     def __repr__(self) -> str:
-        losses = list(dict.fromkeys(self.runs["loss"])) if len(self.runs) else []
-        seeds = sorted(set(self.runs["seed"])) if len(self.runs) else []
+        losses, seeds = (self.losses, sorted(self.seeds)) if len(self.runs) else ([], [])
         return (f"LossComparison(losses={losses}, seeds={seeds}, baseline={self.baseline!r}, "
                 f"runs={len(self.runs)})")
 
