@@ -3,20 +3,25 @@
 The one place that decides how outputs become classes, used by the run
 directory (``confusion_matrix.png``, ``classification_report.csv``), by
 :func:`kerastorch.compare_losses` (its per-class report) and by
-:func:`kerastorch.plot_predictions`.
+:func:`kerastorch.plot_predictions`; also where class names are found on the data.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 import torch
 
 __all__ = ["to_classes", "binary_threshold", "classification_reason", "confusion_matrix",
-           "classification_report", "per_class_report"]
+           "classification_report", "per_class_report", "class_names_of"]
 
 REPORT_COLUMNS = ["precision", "recall", "f1-score", "support"]
+# the columns of a HuggingFace dataset that may hold the labels, in the order looked at
+LABEL_COLUMNS = ("label", "labels", "y", "target")
+# how many wrappers (DataLoader -> Subset -> ...) class_names_of looks through
+WRAPPER_DEPTH = 8
 
 
 def binary_threshold(outputs: torch.Tensor, loss_fn: Any = None) -> float:
@@ -228,3 +233,101 @@ def predictions_and_classes(outputs: torch.Tensor, labels: torch.Tensor, loss_fn
         return reason
     classes = outputs.shape[1] if outputs.ndim == 2 and outputs.shape[1] > 1 else 2
     return labels.reshape(-1).long(), to_classes(outputs, loss_fn=loss_fn), classes
+
+
+def class_names_of(data: Any) -> Optional[List[str]]:
+    """The class names a DataLoader or Dataset carries, or None when it carries none.
+
+    Looked for, in this order, on ``data`` and then through what it wraps:
+
+    * ``data.classes``: torchvision's ``ImageFolder``, ``DatasetFolder``, ``MNIST``,
+      ``CIFAR10`` and many other datasets have it;
+    * a HuggingFace ``datasets.Dataset``'s ``features[column].names``, for the first
+      of the columns "label", "labels", "y", "target" that is a ``ClassLabel``
+      (duck-typed: any ``features`` mapping whose entry has a ``names`` list);
+    * a DataLoader's or a ``torch.utils.data.Subset``'s ``.dataset`` (nested ones
+      too), and a ``ConcatDataset`` whose parts all carry the same names.
+
+    Names count only as a non-empty list or tuple of distinct str; anything else
+    (tensors, ``(X, y)`` pairs, a ``classes`` count or dict) gives None. Nothing is
+    iterated and nothing is loaded, so any dataset is cheap to ask.
+
+    Args:
+        data: a DataLoader, a Dataset, or anything else (which gives None).
+
+    Returns:
+        The names as a list of str, index ``i`` naming class ``i``; or None.
+
+    Example:
+        >>> from torch.utils.data import DataLoader, Subset, TensorDataset
+        >>> class Pets(TensorDataset):
+        ...     classes = ["cat", "dog"]
+        >>> pets = Pets(torch.zeros(4, 2), torch.tensor([0, 1, 1, 0]))
+        >>> class_names_of(DataLoader(Subset(pets, [0, 1]), batch_size=2))
+        ['cat', 'dog']
+        >>> class_names_of((torch.zeros(4, 2), torch.zeros(4))) is None
+        True
+    """
+    for _ in range(WRAPPER_DEPTH):
+        names = _names(getattr(data, "classes", None)) or _feature_names(data)
+        if names is not None:
+            return names
+        parts = getattr(data, "datasets", None)  # ConcatDataset
+        if isinstance(parts, (list, tuple)) and parts:
+            found = [class_names_of(part) for part in parts]
+            return found[0] if all(f is not None and f == found[0] for f in found) else None
+        data = getattr(data, "dataset", None)  # DataLoader, Subset
+        if data is None:
+            return None
+    return None
+
+
+def _feature_names(data: Any) -> Optional[List[str]]:
+    """A HuggingFace dataset's ClassLabel names for its label column, or None."""
+    features = getattr(data, "features", None)
+    if not isinstance(features, Mapping):
+        return None
+    for column in LABEL_COLUMNS:
+        names = _names(getattr(features.get(column), "names", None))
+        if names is not None:
+            return names
+    return None
+
+
+def _names(value: Any) -> Optional[List[str]]:
+    """``value`` as a list when it is a non-empty list or tuple of distinct str, else None."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return None
+    if not all(isinstance(name, str) for name in value) or len(set(value)) != len(value):
+        return None
+    return list(value)
+
+
+def check_class_names(class_names: Any) -> Optional[List[str]]:
+    """``class_names`` as a list, after checking it is None or distinct str names.
+
+    Raises:
+        TypeError: not a list or tuple, or a name is not a str.
+        ValueError: empty, or a name repeats.
+
+    Example:
+        >>> check_class_names(("cat", "dog"))
+        ['cat', 'dog']
+    """
+    if class_names is None:
+        return None
+    if not isinstance(class_names, (list, tuple)):
+        raise TypeError(f"class_names must be a list or tuple of str, one per class, or None; "
+                        f"received {type(class_names).__name__}")
+    for i, name in enumerate(class_names):
+        if not isinstance(name, str):
+            raise TypeError(f"class_names must hold str names; received "
+                            f"{type(name).__name__} {name!r} at index {i}")
+    if not class_names:
+        raise ValueError("class_names must hold one name per class; received an empty "
+                         f"{type(class_names).__name__}")
+    repeated = sorted({name for name in class_names if class_names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"class_names must hold distinct names; received {repeated} more "
+                         "than once")
+    return list(class_names)

@@ -20,16 +20,31 @@ from .files import atomic_open
 
 __all__ = ["plot_history", "plot_confusion_matrix", "plot_predictions"]
 
+# the lr column is the rate each epoch started with: the rate of the whole epoch unless a
+# per-step schedule moves it within the epoch
+LR_TITLES = {"epoch": "lr", "step": "lr at epoch start"}
 
-def plot_history(history: pd.DataFrame):
+
+def plot_history(history: pd.DataFrame, *, lr_scheduler_interval: str = "epoch"):
     """One panel per quantity (loss, each metric, lr), train and val curves together.
+
+    The x axis is the epoch, with ticks at whole epochs only. The ``lr`` column holds
+    the rate each epoch started with, one point per epoch; with a per-step schedule
+    the rate moves within an epoch, so that panel is titled ``lr at epoch start``
+    rather than ``lr``.
 
     Args:
         history: the DataFrame returned by ``fit`` (an ``epoch`` column is the
             x axis when present; non-numeric columns are skipped).
+        lr_scheduler_interval: how the fit stepped its scheduler, ``"epoch"`` or
+            ``"step"`` (``model.lr_scheduler_interval``). Defaults to "epoch".
 
     Returns:
         The matplotlib ``Figure``.
+
+    Raises:
+        TypeError: ``history`` is not a DataFrame.
+        ValueError: ``lr_scheduler_interval`` is neither "epoch" nor "step".
 
     Example:
         >>> import pandas as pd
@@ -40,13 +55,21 @@ def plot_history(history: pd.DataFrame):
         ['loss', 'lr']
         >>> [line.get_label() for line in fig.axes[0].lines]
         ['train', 'val']
+        >>> [ax.get_title() for ax in plot_history(df, lr_scheduler_interval="step").axes]
+        ['loss', 'lr at epoch start']
     """
-    return history_figure(history, pyplot=True)
+    return history_figure(history, lr_scheduler_interval=lr_scheduler_interval, pyplot=True)
 
 
-def history_figure(history: pd.DataFrame, *, pyplot: bool = False):
+def history_figure(history: pd.DataFrame, *, lr_scheduler_interval: str = "epoch",
+                   pyplot: bool = False):
     if not isinstance(history, pd.DataFrame):
         raise TypeError(f"history must be a pandas DataFrame; received {type(history).__name__}")
+    if not isinstance(lr_scheduler_interval, str) or lr_scheduler_interval not in LR_TITLES:
+        raise ValueError(f"lr_scheduler_interval must be 'epoch' or 'step'; received "
+                         f"{lr_scheduler_interval!r}")
+    from matplotlib.ticker import MaxNLocator
+
     names = _history_panels(history)
     fig = new_figure((4 * max(len(names), 1), 3.2), pyplot=pyplot)
     axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
@@ -56,8 +79,10 @@ def history_figure(history: pd.DataFrame, *, pyplot: bool = False):
             col = prefix + name
             if col in history and col != "epoch":
                 ax.plot(x, history[col], marker="o", label=prefix.rstrip("_") or name)
-        ax.set_title(name)
+        ax.set_title(LR_TITLES[lr_scheduler_interval] if name == "lr" else name)
         ax.set_xlabel("epoch")
+        # whole epochs only; min_n_ticks=1 keeps that true for a single epoch too
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.legend()
     fig.tight_layout()
     return fig

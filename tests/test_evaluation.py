@@ -7,7 +7,10 @@ import torch
 from sklearn.metrics import classification_report as sk_report
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from kerastorch.evaluation import (binary_threshold, classification_reason, classification_report,
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
+
+from kerastorch.evaluation import (binary_threshold, check_class_names, class_names_of,
+                                   classification_reason, classification_report,
                                    confusion_matrix, per_class_report, to_classes)
 from kerastorch.losses import DiceLoss, FocalLoss
 
@@ -78,3 +81,108 @@ def test_report_rejects_wrong_class_names():
         classification_report([[1, 0], [0, 1]], ["cat"])
     frame = classification_report([[1, 0], [0, 1]], ["cat", "dog"])
     assert isinstance(frame, pd.DataFrame) and frame.index[:2].tolist() == ["cat", "dog"]
+
+
+class Pets(TensorDataset):
+    """A torchvision-like dataset: samples plus a ``classes`` list."""
+
+    def __init__(self, classes=("cat", "dog", "bird")):
+        super().__init__(torch.zeros(6, 2), torch.tensor([0, 1, 2, 0, 1, 2]))
+        self.classes = classes
+
+
+class ClassLabelLike:
+    """Duck-types ``datasets.ClassLabel``: a ``names`` list."""
+
+    def __init__(self, names):
+        self.names = names
+
+
+class ValueLike:
+    """Duck-types ``datasets.Value``: a dtype, no names."""
+
+    dtype = "int64"
+
+
+class HFLike(Dataset):
+    """Duck-types a HuggingFace ``datasets.Dataset``: rows plus a ``features`` dict."""
+
+    def __init__(self, features):
+        self.features = features
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return {"x": torch.zeros(2), "label": i}
+
+
+def test_class_names_of_finds_torchvision_style_classes_through_wrappers():
+    pets = Pets()
+    assert class_names_of(pets) == ["cat", "dog", "bird"]
+    assert class_names_of(DataLoader(pets, batch_size=2)) == ["cat", "dog", "bird"]
+    assert class_names_of(Subset(pets, [0, 1])) == ["cat", "dog", "bird"]
+    nested = DataLoader(Subset(Subset(pets, [0, 1, 2]), [1]), batch_size=1)
+    assert class_names_of(nested) == ["cat", "dog", "bird"]
+    assert class_names_of(Pets(("a", "b"))) == ["a", "b"]  # a tuple comes back as a list
+    assert class_names_of(ConcatDataset([Pets(), Subset(Pets(), [0])])) == ["cat", "dog", "bird"]
+    assert class_names_of(ConcatDataset([Pets(), Pets(["x", "y", "z"])])) is None  # disagree
+
+
+@pytest.mark.parametrize("column", ["label", "labels", "y", "target"])
+def test_class_names_of_reads_a_huggingface_class_label(column):
+    features = {"x": ValueLike(), column: ClassLabelLike(["neg", "pos"])}
+    assert class_names_of(HFLike(features)) == ["neg", "pos"]
+    assert class_names_of(DataLoader(Subset(HFLike(features), [1]))) == ["neg", "pos"]
+
+
+def test_class_names_of_skips_non_class_label_columns_in_order():
+    # "label" is a plain value column: the next label column with names wins
+    features = {"label": ValueLike(), "target": ClassLabelLike(["a", "b", "c"]),
+                "other": ClassLabelLike(["p", "q"])}
+    assert class_names_of(HFLike(features)) == ["a", "b", "c"]
+    assert class_names_of(HFLike({"label": ValueLike()})) is None
+    assert class_names_of(HFLike({"genre": ClassLabelLike(["p", "q"])})) is None  # not a label
+
+
+@pytest.mark.parametrize("data", [
+    (torch.zeros(3, 2), torch.tensor([0, 1, 0])),          # an (X, y) pair
+    torch.zeros(3, 2),
+    TensorDataset(torch.zeros(3, 2), torch.tensor([0, 1, 0])),
+    DataLoader(TensorDataset(torch.zeros(3, 2))),
+    Pets(classes=10),                                      # a count, not names
+    Pets(classes=[0, 1, 2]),                               # not str
+    Pets(classes=["a", "a"]),                              # repeated
+    Pets(classes=[]),
+    Pets(classes={"cat": 0, "dog": 1}),
+    HFLike(features=["label"]),                            # features not a mapping
+    None,
+])
+def test_class_names_of_gives_none_without_usable_names(data):
+    assert class_names_of(data) is None
+
+
+def test_class_names_of_stops_on_a_dataset_that_wraps_itself():
+    class Loop:
+        pass
+
+    loop = Loop()
+    loop.dataset = loop
+    assert class_names_of(loop) is None
+
+
+def test_check_class_names_names_the_argument_expected_and_received():
+    assert check_class_names(None) is None
+    assert check_class_names(("cat", "dog")) == ["cat", "dog"]
+    with pytest.raises(TypeError, match="class_names must be a list or tuple of str, one per "
+                                        "class, or None; received str"):
+        check_class_names("cat,dog")
+    with pytest.raises(TypeError, match="class_names must hold str names; received int 1 at "
+                                        "index 1"):
+        check_class_names(["cat", 1])
+    with pytest.raises(ValueError, match="class_names must hold one name per class; received "
+                                         "an empty list"):
+        check_class_names([])
+    with pytest.raises(ValueError, match=r"class_names must hold distinct names; received "
+                                         r"\['cat'\] more than once"):
+        check_class_names(["cat", "dog", "cat"])

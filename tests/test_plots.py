@@ -35,6 +35,39 @@ def test_plot_history_pairs_train_and_val_per_quantity():
         plot_history({"train_loss": [1.0]})
 
 
+def _ticks_in_view(ax):
+    low, high = ax.get_xlim()
+    return [t for t in ax.get_xticks() if low <= t <= high]
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 5, 12, 40])
+def test_history_ticks_are_whole_epochs(epochs):
+    df = pd.DataFrame({"epoch": range(1, epochs + 1), "train_loss": np.linspace(1, 0, epochs),
+                       "lr": [0.1] * epochs})
+    fig = plot_history(df)
+    for ax in fig.axes:
+        ticks = ax.get_xticks()
+        assert len(ticks) >= 1 and all(float(t).is_integer() for t in ticks), ticks
+        assert len(_ticks_in_view(ax)) >= 2 or epochs == 1
+        if epochs <= 3:  # every epoch gets its own tick, and only the epochs do
+            assert _ticks_in_view(ax) == list(range(1, epochs + 1))
+
+
+def test_lr_panel_title_says_epoch_start_under_a_per_step_schedule():
+    df = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.9, 0.5], "lr": [0.1, 0.01],
+                       "val_loss": [1.0, 0.7]})
+    assert [ax.get_title() for ax in plot_history(df).axes] == ["loss", "lr"]
+    fig = plot_history(df, lr_scheduler_interval="step")
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "lr at epoch start"]
+    (lr,) = fig.axes[1].lines  # still one point per epoch: the rate each epoch began with
+    assert list(lr.get_ydata()) == [0.1, 0.01]
+    with pytest.raises(ValueError, match="lr_scheduler_interval must be 'epoch' or 'step'; "
+                                         "received 'batch'"):
+        plot_history(df, lr_scheduler_interval="batch")
+    with pytest.raises(ValueError, match=r"received \['step'\]"):
+        plot_history(df, lr_scheduler_interval=["step"])
+
+
 def test_plot_confusion_matrix_counts_normalisation_and_errors():
     matrix = np.array([[5, 1, 0], [2, 2, 0], [0, 0, 0]])
     fig = plot_confusion_matrix(matrix, ["a", "b", "c"])
