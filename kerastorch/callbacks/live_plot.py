@@ -42,7 +42,8 @@ class LivePlot(Callback):
         refresh_interval: minimum seconds between two redraws. Defaults to 1.0.
 
     The rows drawn come from the fit's :class:`History`, so a resumed fit draws the
-    whole run.
+    whole run. Epoch ticks are whole numbers; with ``lr_scheduler_interval="step"``
+    the lr panel is titled ``lr at epoch start`` (see :func:`kerastorch.plot_history`).
 
     Example:
         >>> import os, tempfile, types
@@ -97,7 +98,8 @@ class LivePlot(Callback):
             return
         rows = self.history_rows()
         self._drawn_rows = len(rows)
-        fig = history_figure(pd.DataFrame(rows))
+        fig = history_figure(pd.DataFrame(rows), lr_scheduler_interval=getattr(
+            self.model, "lr_scheduler_interval", "epoch"))
         if notebook:
             from IPython.display import Image, display
 

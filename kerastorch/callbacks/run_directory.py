@@ -11,7 +11,8 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 
 from ..checks import check_bool, check_mode, check_monitor, check_path
-from ..evaluation import classification_report, confusion_matrix, predictions_and_classes
+from ..evaluation import (check_class_names, class_names_of, classification_report,
+                          confusion_matrix, predictions_and_classes)
 from ..plots import confusion_figure, history_figure, save_png
 from ..provenance import describe_fit_arguments, describe_model, versions, write_json
 from .base import Callback, CallbackList
@@ -85,7 +86,13 @@ class RunDirectory(Callback):
       classification (see :func:`kerastorch.evaluation.classification_reason` for
       how that is detected), from ``model.predict`` over the validation data after
       the fit ends, so with the best weights that ``fit`` restores. Written only
-      when the fit was not interrupted. The report has scikit-learn's layout.
+      when the fit was not interrupted. The report has scikit-learn's layout: one
+      row per class, in class order, then ``accuracy``, ``macro avg`` and
+      ``weighted avg``. Classes are named by ``class_names``, else by the names
+      the validation (else the training) data carries (see
+      :func:`kerastorch.evaluation.class_names_of`: a dataset's ``classes``, a
+      HuggingFace ``ClassLabel``), else by their indices; the report's rows and
+      the picture's tick labels use the same names.
 
     Only the main process writes, but under several processes every process takes
     part in the prediction pass (it is sharded and gathered), so pass the callback
@@ -101,8 +108,9 @@ class RunDirectory(Callback):
         save_best: write ``best.pt``. Defaults to True.
         val_data: data for the confusion matrix (the kinds ``fit`` accepts); None
             uses ``arguments["val_data"]``. Defaults to None.
-        class_names: class names for the confusion matrix and the report; None uses
-            the class indices. Defaults to None.
+        class_names: one str name per class, in class order, for the confusion
+            matrix and the report; None finds them on the data, else uses the class
+            indices. Defaults to None.
         arguments: ``fit``'s arguments, recorded in ``hparams.json``. Defaults to None.
         tensorboard: write TensorBoard events: None when the package is installed,
             True always (an ImportError without it), False never. Defaults to None.
@@ -111,6 +119,10 @@ class RunDirectory(Callback):
 
     Attributes:
         path: the folder of the current (or last) fit; None on other processes.
+
+    Raises:
+        TypeError, ValueError: bad arguments; at the end of the fit, ``class_names``
+            whose length is not the number of classes the net predicts.
     """
 
     def __init__(self, log_dir: str = "runs", *, monitor: str = "val_loss", mode: str = "min",
@@ -130,7 +142,7 @@ class RunDirectory(Callback):
         self.monitor, self.mode = monitor, check_mode(mode)
         self.save_best = save_best
         self.val_data = val_data
-        self.class_names = None if class_names is None else list(class_names)
+        self.class_names = check_class_names(class_names)
         self.arguments = dict(arguments or {})
         self.tensorboard = tensorboard
         self.plot_interval = plot_interval
@@ -176,14 +188,18 @@ class RunDirectory(Callback):
         try:
             # every process predicts (its shard), so this runs before the main-only part
             classification = self._classification() if self._finished() else None
-            if self._children is None:
-                return
-            self._children.call("on_fit_end", logs)
-            if self._plotted_rows < len(self.history_rows()):  # not drawn since the last epoch
-                self._write_curves()
+            if self._children is not None:
+                self._children.call("on_fit_end", logs)
+                if self._plotted_rows < len(self.history_rows()):  # not drawn since the last
+                    self._write_curves()
             if classification is not None:
-                self._write_classification(*classification)
-            self._log_best()
+                # on every process, so wrong class_names fail everywhere alike, after
+                # history.csv and curves.png are complete
+                names = self._class_names_for(classification[2])
+                if self._children is not None:
+                    self._write_classification(*classification, names)
+            if self._children is not None:
+                self._log_best()
         finally:
             self._close_log()
 
@@ -252,7 +268,8 @@ class RunDirectory(Callback):
         rows = self.history_rows()
         self._last_plot, self._plotted_rows = time.monotonic(), len(rows)
         try:
-            fig = history_figure(pd.DataFrame(rows))
+            fig = history_figure(pd.DataFrame(rows), lr_scheduler_interval=getattr(
+                self.model, "lr_scheduler_interval", "epoch"))
         except ImportError:
             self._note_once("matplotlib is not installed: no curves.png or confusion_matrix.png")
             return
@@ -263,9 +280,12 @@ class RunDirectory(Callback):
         return bool(self.history_rows()) and not self._in_epoch and \
             not getattr(self.model, "interrupted", False)
 
+    def _val_data(self) -> Any:
+        return self.val_data if self.val_data is not None else self.arguments.get("val_data")
+
     def _classification(self) -> Optional[tuple]:
         """``(y_true, y_pred, classes)`` over the validation data, or None (reason logged)."""
-        val_data = self.val_data if self.val_data is not None else self.arguments.get("val_data")
+        val_data = self._val_data()
         if val_data is None:
             self.log.info("note: no val_data, so no confusion matrix")
             return None
@@ -275,19 +295,35 @@ class RunDirectory(Callback):
         if isinstance(result, str):
             self.log.info("note: not a classification task (%s): no confusion matrix", result)
             return None
-        names = self.class_names
-        if names is not None and len(names) != result[2]:
-            raise ValueError(f"class_names has {len(names)} names but the net predicts "
-                             f"{result[2]} classes; pass one name per class")
         return result
 
-    def _write_classification(self, y_true, y_pred, classes: int) -> None:
+    def _class_names_for(self, classes: int) -> Optional[list]:
+        """``class_names``, else the names the val (else train) data carries, else None."""
+        if self.class_names is not None:
+            if len(self.class_names) != classes:
+                raise ValueError(
+                    f"RunDirectory's class_names must hold one name per class: expected "
+                    f"{classes} names (the net predicts {classes} classes on val_data), "
+                    f"received {len(self.class_names)}: {self.class_names}")
+            return self.class_names
+        for key, data in (("val_data", self._val_data()),
+                          ("train_data", self.arguments.get("train_data"))):
+            names = class_names_of(data)
+            if names is None:
+                continue
+            if len(names) == classes:
+                return names
+            self.log.info("note: %s carries %d class names but the net predicts %d classes; "
+                          "the report uses class indices", key, len(names), classes)
+            return None
+        return None
+
+    def _write_classification(self, y_true, y_pred, classes: int,
+                              names: Optional[list]) -> None:
         matrix = confusion_matrix(y_true, y_pred, classes)
-        classification_report(matrix, self.class_names).to_csv(
-            self._file("classification_report.csv"))
+        classification_report(matrix, names).to_csv(self._file("classification_report.csv"))
         try:
-            save_png(confusion_figure(matrix.numpy(), self.class_names,
-                                      title="Confusion matrix (val_data)"),
+            save_png(confusion_figure(matrix.numpy(), names, title="Confusion matrix (val_data)"),
                      self._file("confusion_matrix.png"))
         except ImportError:
             self._note_once("matplotlib is not installed: no curves.png or confusion_matrix.png")

@@ -4,6 +4,7 @@ import os
 
 import matplotlib.image as mpimg
 import pytest
+import torch
 from conftest import TinyNet, loader, make_classification
 from torch import nn
 
@@ -72,6 +73,35 @@ def test_plot_true_with_log_dir_draws_into_the_run_directory_only(tmp_path, monk
     assert os.listdir(tmp_path) == ["runs"]  # no ./curves.png next to the run
     (run,) = os.listdir(tmp_path / "runs")
     assert mpimg.imread(tmp_path / "runs" / run / "curves.png").ndim == 3
+
+
+@pytest.mark.parametrize("interval, title", [("epoch", "lr"), ("step", "lr at epoch start")])
+def test_whole_epoch_ticks_and_the_lr_title_follows_the_schedule(tmp_path, monkeypatch,
+                                                                 interval, title):
+    figures, draw = [], live_plot.history_figure
+
+    def spy(*args, **kwargs):
+        figures.append(draw(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(live_plot, "history_figure", spy)
+    x, y = make_classification(n=16)
+    net = TinyNet()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    model = KerasModel(net, nn.CrossEntropyLoss(), optimizer=optimizer,
+                       lr_scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5),
+                       lr_scheduler_interval=interval)
+    model.fit(loader(x, y), loader(x, y), epochs=3, ckpt_path=None, quiet=True,
+              callbacks=[LivePlot(tmp_path / "c.png", refresh_interval=0)])
+    assert len(figures) == 3
+    first, last = figures[0], figures[-1]
+    assert [ax.get_title() for ax in last.axes] == ["loss", title]
+    # the one-epoch picture too: a single tick, at epoch 1
+    low, high = first.axes[0].get_xlim()
+    assert [t for t in first.axes[0].get_xticks() if low <= t <= high] == [1]
+    for ax in last.axes:
+        low, high = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if low <= t <= high] == [1, 2, 3]
 
 
 def test_only_the_main_process_draws(tmp_path):

@@ -343,3 +343,168 @@ def test_under_two_processes_only_the_main_one_writes_a_run_directory(tmp_path):
     assert report.loc["macro avg", "support"] == 48
     with open(os.path.join(run, "log.log")) as f:
         assert sum(" INFO Epoch " in line for line in f) == 2
+
+
+class Shapes(torch.utils.data.TensorDataset):
+    """A torchvision-like dataset: X, Y above plus a ``classes`` list."""
+
+    def __init__(self, classes=("circle", "square", "triangle")):
+        super().__init__(X, Y)
+        self.classes = list(classes)
+
+
+class HFLike(torch.utils.data.Dataset):
+    """Duck-types a HuggingFace dataset: ``(x, label)`` items, a ``ClassLabel``-like feature."""
+
+    def __init__(self, names):
+        self.features = {"x": object(), "label": type("ClassLabel", (), {"names": names})()}
+
+    def __len__(self):
+        return len(X)
+
+    def __getitem__(self, i):
+        return X[i], Y[i]
+
+
+def _spy_confusion_figures(monkeypatch):
+    """The confusion figures RunDirectory draws, kept for their tick labels."""
+    figures, draw = [], run_directory.confusion_figure
+
+    def spy(*args, **kwargs):
+        figures.append(draw(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(run_directory, "confusion_figure", spy)
+    return figures
+
+
+def _report_and_ticks(run, figures):
+    report = pd.read_csv(os.path.join(run, "classification_report.csv"), index_col="class")
+    (fig,) = figures
+    ax = fig.axes[0]
+    ticks = ([t.get_text() for t in ax.get_xticklabels()],
+             [t.get_text() for t in ax.get_yticklabels()])
+    return report, ticks
+
+
+SHAPES = ["circle", "square", "triangle"]
+REPORT_ROWS = ["accuracy", "macro avg", "weighted avg"]
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda ds: torch.utils.data.DataLoader(ds, batch_size=4),
+    lambda ds: ds,
+    lambda ds: torch.utils.data.Subset(ds, range(len(ds))),
+])
+def test_class_names_come_from_the_val_datas_classes(tmp_path, monkeypatch, wrap):
+    figures = _spy_confusion_figures(monkeypatch)
+    model = _classifier()
+    model.fit((X, Y), wrap(Shapes()), epochs=3, batch_size=4, monitor="val_acc", mode="max",
+              patience=None, ckpt_path=None, quiet=True, callbacks=[SetWeights()],
+              log_dir=str(tmp_path / "runs"))
+    report, ticks = _report_and_ticks(_only_run(tmp_path / "runs"), figures)
+    assert report.index.tolist() == SHAPES + REPORT_ROWS
+    # the numbers are those of the unnamed report (epoch 2's best weights), row for row
+    assert report.loc["circle"].tolist() == [1.0, 1.0, 1.0, 4.0]
+    assert report.loc["square"].tolist() == pytest.approx([3 / 5, 1.0, 0.75, 3.0])
+    assert report.loc["triangle"].tolist() == [0.0, 0.0, 0.0, 2.0]
+    assert ticks == (SHAPES, SHAPES)
+
+
+def test_explicit_class_names_win_and_train_data_names_are_the_fallback(tmp_path, monkeypatch):
+    figures = _spy_confusion_figures(monkeypatch)
+    # val_data is an (X, y) pair without names: the train data's ClassLabel names are used
+    model = _classifier()
+    model.fit(HFLike(["c0", "c1", "c2"]), (X, Y), epochs=3, batch_size=4, monitor="val_acc",
+              mode="max", patience=None, ckpt_path=None, quiet=True,
+              callbacks=[SetWeights()], log_dir=str(tmp_path / "hf"))
+    report, ticks = _report_and_ticks(_only_run(tmp_path / "hf"), figures)
+    assert report.index.tolist()[:3] == ["c0", "c1", "c2"] and ticks[0] == ["c0", "c1", "c2"]
+
+    figures.clear()
+    runs = RunDirectory(tmp_path / "explicit", class_names=("A", "B", "C"),
+                        arguments={"val_data": Shapes(), "batch_size": 4})
+    _classifier().fit((X, Y), Shapes(), epochs=3, batch_size=4, monitor="val_acc", mode="max",
+                      patience=None, ckpt_path=None, quiet=True,
+                      callbacks=[SetWeights(), runs])
+    report, ticks = _report_and_ticks(runs.path, figures)
+    assert report.index.tolist() == ["A", "B", "C"] + REPORT_ROWS
+    assert report.loc["A"].tolist() == [1.0, 1.0, 1.0, 4.0]
+    assert ticks == (["A", "B", "C"], ["A", "B", "C"])
+
+
+def test_no_names_keeps_class_indices_and_a_wrong_count_of_found_names_is_a_note(tmp_path,
+                                                                                 monkeypatch):
+    figures = _spy_confusion_figures(monkeypatch)
+    _fit_classifier(str(tmp_path / "plain"))
+    report, ticks = _report_and_ticks(_only_run(tmp_path / "plain"), figures)
+    assert report.index.tolist() == ["0", "1", "2"] + REPORT_ROWS
+    assert ticks == (["0", "1", "2"], ["0", "1", "2"])
+
+    figures.clear()
+    model = _classifier()
+    model.fit((X, Y), Shapes(["odd", "even"]), epochs=3, batch_size=4, monitor="val_acc",
+              mode="max", patience=None, ckpt_path=None, quiet=True, callbacks=[SetWeights()],
+              log_dir=str(tmp_path / "two"))
+    run = _only_run(tmp_path / "two")
+    report, ticks = _report_and_ticks(run, figures)
+    assert report.index.tolist() == ["0", "1", "2"] + REPORT_ROWS
+    with open(os.path.join(run, "log.log")) as f:
+        assert "note: val_data carries 2 class names but the net predicts 3 classes; the " \
+               "report uses class indices" in f.read()
+
+
+def test_bad_class_names(tmp_path):
+    with pytest.raises(TypeError, match="class_names must be a list or tuple of str, one per "
+                                        "class, or None; received str"):
+        RunDirectory(tmp_path, class_names="abc")
+    with pytest.raises(TypeError, match="class_names must hold str names; received int 0 at "
+                                        "index 0"):
+        RunDirectory(tmp_path, class_names=[0, 1, 2])
+    with pytest.raises(ValueError, match="class_names must hold distinct names"):
+        RunDirectory(tmp_path, class_names=["a", "a", "b"])
+
+    # the count is known only once the net has predicted: checked at the end of the fit,
+    # after history.csv and curves.png are complete
+    runs = RunDirectory(tmp_path / "runs", class_names=["a", "b"],
+                        arguments={"val_data": (X, Y)})
+    with pytest.raises(ValueError, match=r"RunDirectory's class_names must hold one name per "
+                                         r"class: expected 3 names \(the net predicts 3 classes "
+                                         r"on val_data\), received 2: \['a', 'b'\]"):
+        _classifier().fit((X, Y), (X, Y), epochs=3, batch_size=4, monitor="val_acc", mode="max",
+                          patience=None, ckpt_path=None, quiet=True,
+                          callbacks=[SetWeights(), runs])
+    assert {"history.csv", "curves.png"} <= set(os.listdir(runs.path))
+    assert "classification_report.csv" not in os.listdir(runs.path)
+    assert len(pd.read_csv(os.path.join(runs.path, "history.csv"))) == 3
+    assert not _file_handlers()
+
+
+def test_curves_have_whole_epoch_ticks_and_name_the_lr_under_a_step_schedule(tmp_path,
+                                                                             monkeypatch):
+    figures, draw = [], run_directory.history_figure
+
+    def spy(*args, **kwargs):
+        figures.append(draw(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(run_directory, "history_figure", spy)
+    for interval in ("epoch", "step"):
+        figures.clear()
+        net = TinyNet(d=3, classes=3)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        model = KerasModel(net, nn.CrossEntropyLoss(), optimizer=optimizer,
+                           lr_scheduler=torch.optim.lr_scheduler.LambdaLR(
+                               optimizer, lambda step: 0.5 ** step),
+                           lr_scheduler_interval=interval)
+        df = model.fit((X, Y), (X, Y), epochs=3, batch_size=4, ckpt_path=None, quiet=True,
+                       log_dir=str(tmp_path / interval))
+        ax_lr = figures[-1].axes[-1]
+        assert ax_lr.get_title() == {"epoch": "lr", "step": "lr at epoch start"}[interval]
+        # 3 batches per epoch: the lr each epoch starts with halves once or three times
+        per_epoch = 0.5 if interval == "epoch" else 0.125
+        assert df["lr"].tolist() == pytest.approx([0.1, 0.1 * per_epoch, 0.1 * per_epoch ** 2])
+        assert list(ax_lr.lines[0].get_ydata()) == df["lr"].tolist()
+        for ax in figures[-1].axes:
+            low, high = ax.get_xlim()
+            assert [t for t in ax.get_xticks() if low <= t <= high] == [1, 2, 3]
