@@ -12,7 +12,9 @@ import torchmetrics
 from .userwarn import warn_user
 
 
-__all__ = ["check_bool", "check_callbacks", "check_fit_args", "check_loss_fn", "check_metrics",
+__all__ = ["check_bool", "check_callbacks", "check_fit_args", "check_initial_epoch",
+           "check_label_keys", "check_loss_fn", "check_metrics", "check_validation_freq",
+           "loss_modules",
            "check_mode", "check_monitor", "check_net", "check_optimizer",
            "check_optimizer_params", "check_patience", "check_path",
            "check_subclass", "monitor_message", "reject_unknown", "state_paths"]
@@ -135,19 +137,45 @@ def monitor_message(monitor: str, columns: list, has_val: bool) -> str:
     return msg
 
 
-def check_metrics(metrics_dict: Optional[dict]) -> dict:
+def check_metrics(metrics_dict: Optional[dict], outputs: Iterable[str] = ()) -> tuple:
+    """``(flat, metric_outputs)``: ``metrics_dict`` flattened, and which output each metric reads.
+
+    ``{name: metric}`` metrics see the whole output; ``{output: {name: metric}}``
+    (a net with several outputs, ``outputs`` being ``loss_fn``'s keys) become
+    ``"<output>_<name>"`` reading ``preds[output]`` and ``labels[output]``.
+    """
     if metrics_dict is None:
-        return {}
+        return {}, {}
     if not isinstance(metrics_dict, dict):
         raise TypeError(f"metrics_dict must be a dict of name -> torchmetrics Metric; received "
                         f"{type(metrics_dict).__name__}")
+    outputs = list(outputs)
+    flat, metric_outputs = {}, {}
     for name, metric in metrics_dict.items():
         if not isinstance(name, str):
             raise TypeError(f"metrics_dict keys must be str; received {name!r}")
-        if not (isinstance(metric, torchmetrics.Metric) or callable(metric)):
-            raise TypeError(f"metrics_dict[{name!r}] must be a torchmetrics Metric or a callable "
-                            f"fn(preds, labels); received {type(metric).__name__}")
-    return dict(metrics_dict)
+        if isinstance(metric, dict):
+            if name not in outputs:
+                raise ValueError(
+                    f"metrics_dict[{name!r}] is a dict of per-output metrics, so {name!r} must be "
+                    f"an output of loss_fn; loss_fn's outputs are {sorted(outputs)}"
+                    + ("" if outputs else " (loss_fn is not a dict {output_name: loss})"))
+            for inner, m in metric.items():
+                if not isinstance(inner, str):
+                    raise TypeError(f"metrics_dict[{name!r}] keys must be str; received {inner!r}")
+                _check_metric(m, f"metrics_dict[{name!r}][{inner!r}]")
+                flat[f"{name}_{inner}"] = m
+                metric_outputs[f"{name}_{inner}"] = name
+        else:
+            _check_metric(metric, f"metrics_dict[{name!r}]")
+            flat[name] = metric
+    return flat, metric_outputs
+
+
+def _check_metric(metric, where: str) -> None:
+    if not (isinstance(metric, torchmetrics.Metric) or callable(metric)):
+        raise TypeError(f"{where} must be a torchmetrics Metric or a callable fn(preds, labels); "
+                        f"received {type(metric).__name__}")
 
 
 def check_net(net):
@@ -157,10 +185,63 @@ def check_net(net):
 
 
 def check_loss_fn(loss_fn):
+    """A callable ``loss_fn(preds, labels)``, a dict ``{output_name: loss}``, or None (the net
+    returns its own loss)."""
+    if loss_fn is None:
+        return None
+    if isinstance(loss_fn, dict):
+        if not loss_fn:
+            raise ValueError("loss_fn is an empty dict; a dict loss_fn needs one loss per output")
+        for key, fn in loss_fn.items():
+            if not isinstance(key, str):
+                raise TypeError(f"loss_fn dict keys must be str output names; received {key!r}")
+            if not callable(fn):
+                raise TypeError(f"loss_fn[{key!r}] must be callable as loss(preds, labels); "
+                                f"received {type(fn).__name__}")
+        return dict(loss_fn)
     if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable as loss_fn(preds, labels); "
+        raise TypeError(f"loss_fn must be callable as loss_fn(preds, labels), a dict "
+                        f"{{output_name: loss}}, or None for a net returning its own loss; "
                         f"received {type(loss_fn).__name__}")
     return loss_fn
+
+
+def loss_modules(loss_fn) -> list:
+    """The ``torch.nn.Module`` losses in ``loss_fn`` (one, or the values of a dict)."""
+    losses = loss_fn.values() if isinstance(loss_fn, dict) else [loss_fn]
+    return [fn for fn in losses if isinstance(fn, torch.nn.Module)]
+
+
+def check_label_keys(label_keys) -> tuple:
+    if isinstance(label_keys, str) or not isinstance(label_keys, (list, tuple)) or not label_keys \
+            or not all(isinstance(k, str) for k in label_keys):
+        raise TypeError(f"label_keys must be a non-empty list of str keys; received "
+                        f"{type(label_keys).__name__} {label_keys!r}")
+    return tuple(label_keys)
+
+
+def check_validation_freq(validation_freq):
+    """An int >= 1 (validate every that many epochs) or a collection of epoch numbers."""
+    if isinstance(validation_freq, int) and not isinstance(validation_freq, bool):
+        if validation_freq < 1:
+            raise ValueError(f"validation_freq must be an int >= 1 or a list of epochs; "
+                             f"received {validation_freq!r}")
+        return validation_freq
+    if isinstance(validation_freq, (list, tuple, set, range)) and all(
+            isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in validation_freq):
+        return frozenset(validation_freq)
+    raise TypeError(f"validation_freq must be an int >= 1 or a list of epoch numbers >= 1; "
+                    f"received {type(validation_freq).__name__} {validation_freq!r}")
+
+
+def check_initial_epoch(initial_epoch, epochs):
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or initial_epoch < 0:
+        raise ValueError(f"initial_epoch must be an int >= 0; received {initial_epoch!r}")
+    if initial_epoch >= epochs:
+        raise ValueError(f"initial_epoch={initial_epoch} leaves nothing to train: epochs is the "
+                         f"last epoch's number (as in Keras) and must be > initial_epoch; "
+                         f"received epochs={epochs}")
+    return initial_epoch
 
 
 def check_monitor(monitor) -> str:
@@ -181,8 +262,8 @@ def check_optimizer(optimizer, net, loss_fn):
 def check_optimizer_params(optimizer, net, loss_fn) -> None:
     """Every optimized tensor must belong to the net (or to a loss_fn module)."""
     known = {id(p) for p in net.parameters()}
-    if isinstance(loss_fn, torch.nn.Module):
-        known |= {id(p) for p in loss_fn.parameters()}
+    for module in loss_modules(loss_fn):
+        known |= {id(p) for p in module.parameters()}
     stray = [tuple(p.shape) for g in optimizer.param_groups for p in g["params"]
              if id(p) not in known]
     if stray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -12,7 +14,10 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset
 
 from .checks import check_bool
 
-__all__ = ["as_dataloader", "as_tensor", "fast_loader", "TensorBatches"]
+__all__ = ["FirstBatches", "StepsPerEpoch", "StructureDataset", "TensorBatches", "arrays_dataset",
+           "as_dataloader",
+           "as_tensor", "check_sample_weights", "check_steps", "fast_loader", "is_array_pair",
+           "is_arrays", "keras_xy", "validation_split_of"]
 
 
 def as_tensor(array: Any, name: str) -> torch.Tensor:
@@ -40,11 +45,155 @@ def _is_array_like(obj: Any) -> bool:
     return isinstance(obj, (torch.Tensor, np.ndarray)) or hasattr(obj, "__array__")
 
 
-def as_dataloader(data: Any, *, batch_size: int, shuffle: bool, name: str) -> Any:
+def is_arrays(obj: Any) -> bool:
+    """An array-like, or a dict/tuple/list nesting array-likes (Keras's multi-input ``x``)."""
+    if _is_array_like(obj):
+        return True
+    if isinstance(obj, Mapping):
+        return bool(obj) and all(is_arrays(v) for v in obj.values())
+    return False
+
+
+def _arrays_len(obj: Any) -> int:
+    return len(obj) if _is_array_like(obj) else _arrays_len(next(iter(obj.values())))
+
+
+def _tensors_of(obj: Any, name: str) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _tensors_of(v, f"{name}[{k!r}]") for k, v in obj.items()}
+    return as_tensor(obj, name)
+
+
+def _lengths(obj: Any, name: str) -> list:
+    if isinstance(obj, Mapping):
+        return [n for k, v in obj.items() for n in _lengths(v, f"{name}[{k!r}]")]
+    return [(name, len(obj))]
+
+
+def arrays_dataset(x: Any, name: str) -> Dataset:
+    """A Dataset of inputs only: ``TensorDataset(x)`` for an array, a
+    :class:`StructureDataset` for a dict of arrays (each sample a 1-tuple)."""
+    items = _tensors_of(x, name)
+    if isinstance(items, torch.Tensor):
+        return TensorDataset(items)
+    return StructureDataset(items)
+
+
+class StructureDataset(Dataset):
+    """A Dataset over in-memory tensors nested in dicts: sample ``i`` has the same structure
+    with each tensor indexed at ``i`` (``default_collate`` rebuilds the dicts per batch)."""
+
+    def __init__(self, *items: Any):
+        self.items = items
+        self.length = _arrays_len(items[0])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple:
+        return tuple(_index(item, index) for item in self.items)
+
+
+def _index(item: Any, index: int) -> Any:
+    if isinstance(item, Mapping):
+        return {k: _index(v, index) for k, v in item.items()}
+    return item[index]
+
+
+def keras_xy(train_data: Any, val_data: Any) -> tuple:
+    """``(train_data, val_data)`` with Keras's ``fit(x, y)`` read as ``fit((x, y))``.
+
+    An array is never valid validation data on its own, so when both arguments
+    are arrays (or dicts of arrays) with the same number of samples they are
+    ``x`` and ``y``, and there is no validation data.
+
+    Raises:
+        ValueError: both are arrays of different lengths.
+        TypeError: ``train_data`` is an array without labels.
+    """
+    if is_arrays(train_data) and is_arrays(val_data):
+        n_x, n_y = _arrays_len(train_data), _arrays_len(val_data)
+        if n_x != n_y:
+            raise ValueError(
+                f"fit received two arrays of different lengths, {n_x} and {n_y} samples; did "
+                "you mean fit((X, y)) with X and y of one length, or fit((X, y), val_data="
+                "(X_val, y_val))?")
+        return (train_data, val_data), None
+    if is_arrays(train_data) and not isinstance(train_data, (tuple, list)):
+        raise TypeError(
+            f"train_data is {_describe(train_data)} of inputs without labels; did you mean "
+            "fit(X, y) or fit((X, y))?")
+    if is_arrays(val_data) and not isinstance(val_data, (tuple, list)):
+        raise TypeError(
+            f"val_data is {_describe(val_data)} of inputs without labels; did you mean "
+            "val_data=(X_val, y_val)?")
+    return train_data, val_data
+
+
+def is_array_pair(data: Any) -> bool:
+    """``(X, y)`` or ``(X, y, sample_weight)`` of arrays (X and y may be dicts of arrays)."""
+    return (isinstance(data, (tuple, list)) and len(data) in (2, 3)
+            and all(map(is_arrays, data)))
+
+
+def validation_split_of(arrays: tuple, validation_split: Any) -> tuple:
+    """``(train, val)``: Keras's split, the last ``validation_split`` of the samples, taken
+    before any shuffling (``split_at = floor(n * (1 - validation_split))``).
+
+    Raises:
+        ValueError: not a float in (0, 1), or a split leaving either part empty.
+    """
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+            or not 0 < validation_split < 1:
+        raise ValueError(f"validation_split must be a float between 0 and 1 (exclusive); "
+                         f"received {validation_split!r}")
+    n = _arrays_len(arrays[0])
+    split_at = int(math.floor(n * (1.0 - validation_split)))
+    if split_at in (0, n):
+        raise ValueError(f"validation_split={validation_split} leaves no samples for "
+                         f"{'training' if split_at == 0 else 'validation'} out of {n}; pass "
+                         "more data or another validation_split")
+    return (tuple(_slice(a, 0, split_at) for a in arrays),
+            tuple(_slice(a, split_at, n) for a in arrays))
+
+
+def _slice(item: Any, start: int, stop: int) -> Any:
+    if isinstance(item, Mapping):
+        return {k: _slice(v, start, stop) for k, v in item.items()}
+    return item[start:stop]
+
+
+def check_sample_weights(sample_weight: Any, n: int, name: str = "sample_weight") -> torch.Tensor:
+    """Per-sample weights of an array pair as a float32 tensor of shape ``(n,)``.
+
+    Raises:
+        TypeError: not an array.
+        ValueError: wrong shape, negative or not finite.
+    """
+    if not _is_array_like(sample_weight):
+        raise TypeError(f"{name} must be a 1-D tensor or numpy array of weights, one per sample; "
+                        f"received {type(sample_weight).__name__}")
+    weights = as_tensor(sample_weight, name)
+    if weights.ndim == 2 and weights.shape[1] == 1:
+        weights = weights[:, 0]
+    if weights.ndim != 1 or weights.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), one weight per sample; received "
+                         f"shape {tuple(weights.shape)}")
+    weights = weights.to(torch.float32)
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError(f"{name} must hold finite weights >= 0")
+    return weights
+
+
+def as_dataloader(data: Any, *, batch_size: int, shuffle: bool, name: str,
+                  weighted: bool = False) -> Any:
     """Return ``data`` as something the loop can iterate in batches, with at least one batch.
 
     Accepts a ``DataLoader`` (returned as is), a ``Dataset`` (wrapped with
-    ``batch_size``/``shuffle``) or an ``(X, y)`` pair of tensors or numpy arrays.
+    ``batch_size``/``shuffle``) or an ``(X, y)`` pair of tensors or numpy arrays (X
+    and y may be dicts of them, Keras's multi-input and multi-output data); with
+    ``weighted=True`` an ``(X, y, sample_weight)`` triple, whose batches end with
+    the weights.
     This is the one check that data is not empty (a loader without a length, over
     an IterableDataset, is checked by the epoch when it yields nothing).
 
@@ -53,27 +202,38 @@ def as_dataloader(data: Any, *, batch_size: int, shuffle: bool, name: str) -> An
         ValueError: X and y of different lengths, no samples or no batches, or a bad
             batch_size.
     """
-    loader = _as_dataloader(data, batch_size=batch_size, shuffle=shuffle, name=name)
+    loader = _as_dataloader(data, batch_size=batch_size, shuffle=shuffle, name=name,
+                            weighted=weighted)
     if loader_length(loader) == 0:
         raise ValueError(f"{name} has no batches (len(loader) == 0); it must yield at least one")
     return loader
 
 
-def _as_dataloader(data: Any, *, batch_size: int, shuffle: bool, name: str) -> Any:
+def _as_dataloader(data: Any, *, batch_size: int, shuffle: bool, name: str,
+                   weighted: bool = False) -> Any:
     if isinstance(data, DataLoader):
         return data
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1; received {batch_size!r}")
     check_bool("shuffle", shuffle)
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(map(_is_array_like, data)):
-        x, y = as_tensor(data[0], f"{name}[0]"), as_tensor(data[1], f"{name}[1]")
-        if len(x) != len(y):
+    if is_array_pair(data) and (len(data) == 2 or weighted):
+        items = [_tensors_of(item, f"{name}[{i}]") for i, item in enumerate(data)]
+        if weighted:
+            items[2] = check_sample_weights(items[2], _arrays_len(items[0]), f"{name}[2]")
+        parts = ("X", "y", "sample_weight")
+        lengths = [entry for i, item in enumerate(items) for entry in _lengths(item, parts[i])]
+        if len({n for _, n in lengths}) > 1:
+            kind = "an (X, y) pair" if len(items) == 2 else "an (X, y, sample_weight) triple"
             raise ValueError(
-                f"{name} is an (X, y) pair of different lengths: len(X)={len(x)}, len(y)={len(y)}"
-            )
-        if len(x) == 0:
+                f"{name} is {kind} of different lengths: "
+                + ", ".join(f"len({where})={n}" for where, n in lengths))
+        if lengths[0][1] == 0:
             raise ValueError(f"{name} is an (X, y) pair with no samples; it needs at least one")
-        return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
+        if all(isinstance(item, torch.Tensor) for item in items):
+            dataset = TensorDataset(*items)
+        else:
+            dataset = StructureDataset(*items)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle)
     if isinstance(data, IterableDataset):
         return DataLoader(data, batch_size=batch_size)
     if isinstance(data, Dataset):
@@ -282,3 +442,76 @@ def _fits_on(device: torch.device, tensors: Sequence[torch.Tensor]) -> bool:
         free, _total = torch.cuda.mem_get_info(device)
         return need <= free // 2  # the rest is for the net's weights and activations
     return False  # no free-memory query elsewhere: keep per-batch transfers
+
+
+class StepsPerEpoch:
+    """Keras's ``steps_per_epoch``: every pass yields ``steps`` batches, continuing the
+    loader where the last pass stopped; when the loader ends, a new pass over it (a new
+    shuffle) continues the epoch. So no batch is skipped or repeated within a pass.
+
+    Example:
+        >>> batches = StepsPerEpoch([1, 2, 3], steps=2)
+        >>> list(batches), list(batches), list(batches)
+        ([1, 2], [3, 1], [2, 3])
+    """
+
+    def __init__(self, loader: Any, steps: int):
+        self.loader = loader
+        self.steps = steps
+        self._iterator: Optional[Iterator] = None
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator:
+        for _ in range(self.steps):
+            if self._iterator is None:
+                self._iterator = iter(self.loader)
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                self._iterator = iter(self.loader)
+                try:
+                    batch = next(self._iterator)
+                except StopIteration:
+                    return  # an empty loader: the epoch reports that it got no batches
+            yield batch
+
+
+class FirstBatches:
+    """Keras's ``validation_steps``: the first ``steps`` batches of every pass over ``loader``.
+
+    Example:
+        >>> list(FirstBatches([1, 2, 3], steps=2)), len(FirstBatches([1, 2, 3], steps=5))
+        ([1, 2], 3)
+    """
+
+    def __init__(self, loader: Any, steps: int):
+        self.loader = loader
+        self.steps = steps
+
+    def __len__(self) -> int:
+        length = loader_length(self.loader)
+        return self.steps if length is None else min(self.steps, length)
+
+    def __iter__(self) -> Iterator:
+        iterator = iter(self.loader)
+        try:
+            for _ in range(self.steps):
+                try:
+                    yield next(iterator)
+                except StopIteration:
+                    return
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:  # lets a prepared loader run its end-of-pass bookkeeping
+                close()
+
+
+def check_steps(name: str, value: Any) -> Optional[int]:
+    """None or an int >= 1, for ``steps_per_epoch``/``validation_steps``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be None or an int >= 1; received {value!r}")
+    return value

@@ -12,16 +12,19 @@ loss) rather than this module importing the runner, which sits above it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Mapping
+from typing import Any, Callable, Optional
 
 from torch import Tensor, nn
 
+from .batches import structure_len
 from .losses.misuse import check_loss, check_loss_value, loss_name
 
 __all__ = [
     "check_batch_sizes",
     "check_batch_types",
     "check_loss_output",
+    "check_sample_weight",
     "checked_first_loss",
     "describe",
 ]
@@ -50,15 +53,19 @@ def describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def check_batch_types(inputs: Sequence[Any], labels: Any, *, custom_unpack: bool) -> None:
-    """Checks that every batch item is a tensor, as the default unpack and forward need.
+def check_batch_types(inputs: Any, labels: Any, *, custom_unpack: bool,
+                      labels_optional: bool = False) -> None:
+    """Checks that every batch item is a tensor (or a tuple/dict of them), as the default
+    unpack and forward need.
 
     Args:
-        inputs: The inputs the runner unpacked from the batch.
-        labels: The labels it unpacked.
+        inputs: The inputs the runner unpacked from the batch: a tuple or a dict.
+        labels: The labels it unpacked: a tensor, or a tuple/dict of tensors.
         custom_unpack: Whether the runner overrides ``unpack_batch`` or
             ``forward``; the override then decides what an item may be, and
             nothing is checked.
+        labels_optional: the labels may be None (a net that computes its own loss).
+            Defaults to False.
 
     Raises:
         TypeError: an item is not a tensor, naming which one and what it is.
@@ -72,14 +79,69 @@ def check_batch_types(inputs: Sequence[Any], labels: Any, *, custom_unpack: bool
     """
     if custom_unpack:
         return
-    items = [*((f"input {i}", x) for i, x in enumerate(inputs)), ("the label (last item)", labels)]
+    if isinstance(inputs, Mapping):
+        items = [(f"input {k!r}", x) for k, x in inputs.items()]
+    else:
+        items = [(f"input {i}", x) for i, x in enumerate(inputs)]
+    if labels is not None or not labels_optional:
+        items.append(("the label (last item)" if not isinstance(inputs, Mapping)
+                      else "the labels", labels))
     for where, item in items:
-        if not isinstance(item, Tensor):
+        bad = _first_non_tensor(item, where)
+        if bad is not None:
             raise TypeError(
-                f"the default StepRunner expects every batch item to be a tensor; {where} is "
-                f"{describe(item)}. Convert it in the Dataset or the DataLoader's "
-                "collate_fn, or subclass StepRunner and override unpack_batch/forward"
+                f"the default StepRunner expects every batch item to be a tensor; {bad[0]} is "
+                f"{describe(bad[1])}. Convert it in the Dataset or the DataLoader's "
+                "collate_fn (for a HuggingFace dataset, remove its text columns or use "
+                "with_format('torch')), or subclass StepRunner and override unpack_batch/forward"
             )
+
+
+def _first_non_tensor(item: Any, where: str):
+    """``(where, value)`` of the first leaf of a nested item that is not a tensor, or None."""
+    if isinstance(item, Tensor):
+        return None
+    if isinstance(item, Mapping):
+        for key, value in item.items():
+            bad = _first_non_tensor(value, f"{where}[{key!r}]")
+            if bad is not None:
+                return bad
+        return None
+    if isinstance(item, (tuple, list)) and item and all(
+            isinstance(v, (Tensor, Mapping, tuple, list)) for v in item):
+        for n, value in enumerate(item):
+            bad = _first_non_tensor(value, f"{where}[{n}]")
+            if bad is not None:
+                return bad
+        return None
+    return where, item
+
+
+def check_sample_weight(weights: Any, reference: Any) -> None:
+    """Checks a batch's sample weights: a 1-D float tensor, one weight per sample, none < 0.
+
+    Raises:
+        TypeError: not a floating-point tensor.
+        ValueError: wrong shape or negative weights.
+
+    Example:
+        >>> import torch
+        >>> check_sample_weight(torch.ones(3), torch.zeros(4))
+        Traceback (most recent call last):
+        ...
+        ValueError: the batch has 3 sample weights for 4 samples; sample_weight needs one weight per sample, shape (4,)
+    """
+    if not isinstance(weights, Tensor) or not weights.is_floating_point():
+        raise TypeError(f"sample_weight must be a floating-point tensor, one weight per "
+                        f"sample; received {describe(weights)}")
+    n = structure_len(reference)
+    if weights.ndim != 1 or weights.shape[0] != n:
+        got = (f"{weights.shape[0]} sample weights" if weights.ndim == 1
+               else f"sample weights of shape {tuple(weights.shape)}")
+        raise ValueError(f"the batch has {got} for {n} samples; sample_weight needs one weight "
+                         f"per sample, shape ({n},)")
+    if bool((weights < 0).any()):
+        raise ValueError("sample_weight has negative weights; weights must be >= 0")
 
 
 def check_batch_sizes(preds: Any, labels: Any) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import pandas as pd
 import torch
@@ -19,14 +20,19 @@ from .callbacks.live_plot import LivePlot
 from .callbacks.progress import ProgressBar
 from .callbacks.run_directory import RunDirectory
 from .callbacks.wandb_logger import WandbLogger
-from .checks import (check_bool, check_callbacks, check_fit_args, check_loss_fn, check_metrics,
-                     check_mode, check_monitor, check_net, check_optimizer, check_path,
-                     check_patience, check_subclass, monitor_message, reject_unknown,
+from .batches import LABEL_KEYS, concat_outputs, map_tensors
+from .checks import (check_bool, check_callbacks, check_fit_args, check_initial_epoch,
+                     check_label_keys, check_loss_fn, check_metrics, check_mode, check_monitor,
+                     check_net, check_optimizer, check_path, check_patience, check_subclass,
+                     check_validation_freq, loss_modules, monitor_message, reject_unknown,
                      state_paths)
-from .data import as_dataloader, as_tensor, fast_loader, loader_length
+from .data import (FirstBatches, StepsPerEpoch, arrays_dataset, as_dataloader, check_steps,
+                   fast_loader, is_array_pair, is_arrays, keras_xy, loader_length,
+                   validation_split_of)
 from .files import atomic_save, check_writable, load_state_dict_file
 from .interrupt import AbortTraining, InterruptGuard
 from .metrics import fresh_metric
+from .objectives import check_loss_weights, class_weight_table
 from .runners import EpochRunner, StepRunner
 from .scheduler import SchedulerStepper, check_scheduler, check_scheduler_for_fit
 from .state import load_fit_state, save_fit_state
@@ -54,6 +60,18 @@ class KerasModel:
             attribute ``step_runner_class``. Defaults to None.
         epoch_runner: an :class:`EpochRunner` subclass, likewise. Defaults to None.
         lr_scheduler_interval: ``"epoch"`` or ``"step"``. Defaults to ``"epoch"``.
+        loss_weights: ``{output_name: weight}`` for a dict ``loss_fn``; the training loss is
+            the weighted sum of the per-output losses (missing outputs weigh 1.0).
+            Defaults to None.
+        label_keys: the keys that hold the labels in a dict batch. Defaults to
+            ``("label", "labels", "y", "target")``.
+
+    ``loss_fn`` may also be a dict ``{output_name: loss}`` (the net returns a dict of
+    outputs and the labels are a dict with the same keys; the history gets
+    ``train_<output>_loss`` columns beside the weighted total ``train_loss``, and
+    ``metrics_dict`` may nest ``{output_name: {metric_name: metric}}``), or None when
+    the net computes its own loss (a HuggingFace model returning ``.loss``; the labels
+    stay in the batch it is called with).
 
     Example:
         >>> import torch
@@ -72,10 +90,14 @@ class KerasModel:
     def __init__(self, net: torch.nn.Module, loss_fn, metrics_dict: Optional[dict] = None,
                  optimizer: Optional[torch.optim.Optimizer] = None, lr_scheduler=None, *,
                  step_runner: Optional[type] = None, epoch_runner: Optional[type] = None,
-                 lr_scheduler_interval: str = "epoch"):
+                 lr_scheduler_interval: str = "epoch", loss_weights: Optional[dict] = None,
+                 label_keys: Sequence[str] = LABEL_KEYS):
         self.net = check_net(net)
         self.loss_fn = check_loss_fn(loss_fn)
-        self.metrics_dict = check_metrics(metrics_dict)
+        self.loss_weights = check_loss_weights(self.loss_fn, loss_weights)
+        self.label_keys = check_label_keys(label_keys)
+        self.outputs = list(self.loss_fn) if isinstance(self.loss_fn, dict) else []
+        self.metrics_dict, self.metric_outputs = check_metrics(metrics_dict, self.outputs)
         if optimizer is None:
             optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
         self.optimizer = check_optimizer(optimizer, net, loss_fn)
@@ -95,6 +117,8 @@ class KerasModel:
         self.interrupted = False
         self.epochs: Optional[int] = None
         self.train_steps: Optional[int] = None
+        self.validated = True  # whether the current epoch ran validation (validation_freq)
+        self._validation_freq = 1
 
     # -- properties used by callbacks ---------------------------------------------
 
@@ -118,7 +142,11 @@ class KerasModel:
             batch_size: int = 32, shuffle: bool = True, resume=False,
             state_path: Optional[str] = None, save_state_every: int = 1,
             skip_nonfinite: bool = False, fast_data: bool = True, compile: bool = False,
-            log_dir: Optional[str] = None, wandb: bool = False, **unknown) -> pd.DataFrame:
+            log_dir: Optional[str] = None, wandb: bool = False, sample_weight=None,
+            class_weight: Optional[dict] = None, validation_split: float = 0.0,
+            initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
+            validation_steps: Optional[int] = None, validation_freq=1,
+            **unknown) -> pd.DataFrame:
         """Train for up to ``epochs`` epochs and return the history DataFrame.
 
         Each epoch trains on ``train_data``, then evaluates ``val_data`` (if given),
@@ -129,10 +157,18 @@ class KerasModel:
         improve and are loaded back into the net when ``fit`` ends. With no
         ``val_data`` the default monitor ``"val_loss"`` becomes ``"train_loss"``.
 
+        Keras's call ``fit(X, y, ...)`` works too: when ``train_data`` and ``val_data`` are
+        both arrays (or dicts of arrays) of one length they are ``x`` and ``y``.
+
         Args:
-            train_data: a DataLoader, a Dataset, or an ``(X, y)`` pair of tensors/arrays.
-            val_data: the same kinds, or None. Defaults to None.
-            epochs: maximum number of epochs (>= 1). Defaults to 10.
+            train_data: a DataLoader, a Dataset (a HuggingFace ``datasets.Dataset``
+                included), or an ``(X, y)`` pair of tensors/arrays (X and y may be
+                dicts of them). Batches may be tuples ``(x1, ..., xn, y)`` or dicts
+                (see :class:`StepRunner`).
+            val_data: the same kinds, an ``(X, y, sample_weight)`` triple (Keras's
+                ``validation_data``), or None. Defaults to None.
+            epochs: the number of the last epoch (>= 1); with ``initial_epoch`` it trains
+                ``epochs - initial_epoch`` epochs, as in Keras. Defaults to 10.
             ckpt_path: file for the best weights; None writes nothing. Defaults to "checkpoint".
             patience: epochs without improvement before stopping; None never stops
                 early. Defaults to 5.
@@ -172,6 +208,31 @@ class KerasModel:
                 None writes none of them. Defaults to None.
             wandb: torchkeras's keyword: True adds a :class:`kerastorch.callbacks.WandbLogger`
                 (offline by default; needs the wandb package). Defaults to False.
+            sample_weight: Keras's per-sample weights for an ``(X, y)`` pair, one per
+                sample (a dict batch may instead carry a ``"sample_weight"`` key). The
+                loss becomes the sample-weighted mean ``sum(w * l) / sum(w)`` of the
+                per-sample losses (a loss with ``reduction="sum"`` gives ``sum(w * l)``),
+                computed from the loss with its reduction turned off; the epoch loss is
+                the sample-weighted mean over the epoch. Metrics are not weighted.
+                Defaults to None.
+            class_weight: Keras's ``{class_index: weight}``: each training sample weighs
+                its class's weight (absent classes 1.0); labels may be class indices or
+                one-hot. Training only, as in Keras; not with ``sample_weight``.
+                Defaults to None.
+            validation_split: Keras's fraction of an ``(X, y)`` pair held out for
+                validation: the last ``floor``-rounded part, taken before shuffling.
+                Ignored, with a warning, when ``val_data`` is given. Defaults to 0.0.
+            initial_epoch: the epoch to start after (history rows are numbered from
+                ``initial_epoch + 1``). Defaults to 0.
+            steps_per_epoch: make every epoch this many training batches, continuing the
+                loader where the last epoch stopped (a new pass starts when it ends).
+                Defaults to None (one pass per epoch).
+            validation_steps: validate on the first this-many batches of ``val_data``
+                in each validation pass. Defaults to None (all).
+            validation_freq: validate every this-many epochs (an int), or on the listed
+                epoch numbers; epochs without validation have NaN ``val_`` columns and are
+                skipped by early stopping, checkpointing and an epoch scheduler that watch a
+                ``val_`` column. Defaults to 1.
 
         Returns:
             The history ``pandas.DataFrame``, one row per epoch; also ``self.history``.
@@ -193,13 +254,20 @@ class KerasModel:
         check_fit_args(epochs, mixed_precision, gradient_accumulation_steps, max_grad_norm)
         check_patience(patience)
         extra_callbacks = check_callbacks(callbacks, Callback)
-        train_dl = as_dataloader(train_data, batch_size=batch_size, shuffle=shuffle,
-                                 name="train_data")
-        val_dl = None if val_data is None else as_dataloader(
-            val_data, batch_size=batch_size, shuffle=False, name="val_data")
+        initial_epoch = check_initial_epoch(initial_epoch, epochs)
+        steps_per_epoch = check_steps("steps_per_epoch", steps_per_epoch)
+        validation_steps = check_steps("validation_steps", validation_steps)
+        self._validation_freq = check_validation_freq(validation_freq)
+        class_table = class_weight_table(class_weight)
+        train_data, val_data = keras_xy(train_data, val_data)
+        train_dl, val_dl, train_weighted, val_weighted = self._fit_data(
+            train_data, val_data, batch_size, shuffle, sample_weight, class_table,
+            validation_split)
         monitor = self._resolve_monitor(monitor, mode, has_val=val_dl is not None)
-        check_scheduler_for_fit(self.lr_scheduler, self.lr_scheduler_interval, epochs,
-                                loader_length(train_dl), gradient_accumulation_steps)
+        check_scheduler_for_fit(self.lr_scheduler, self.lr_scheduler_interval,
+                                epochs - initial_epoch,
+                                steps_per_epoch or loader_length(train_dl),
+                                gradient_accumulation_steps)
         state_path, resume_path = state_paths(ckpt_path, state_path, resume, save_state_every)
         for name, path in (("ckpt_path", ckpt_path), ("state_path", state_path)):
             if path is not None:
@@ -210,6 +278,10 @@ class KerasModel:
         acc = self._accelerator_for(mixed_precision, cpu, gradient_accumulation_steps)
         train_dl, val_dl = (fast_loader(dl, acc, enabled=fast_data) for dl in (train_dl, val_dl))
         net, optimizer, train_dl, val_dl = self._prepare(acc, train_dl, val_dl)
+        if steps_per_epoch is not None:
+            train_dl = StepsPerEpoch(train_dl, steps_per_epoch)
+        if validation_steps is not None and val_dl is not None:
+            val_dl = FirstBatches(val_dl, validation_steps)
         net = torch.compile(net) if compile else net  # compiles lazily, at the first batch
         history = self.history_callback = History()
         cbs = CallbackList(self._fit_callbacks(history, ckpt_path, monitor, mode, patience,
@@ -218,14 +290,17 @@ class KerasModel:
                            model=self)
         guard = InterruptGuard(message=not quiet and acc.is_main_process)
         train_epoch = self._make_epoch_runner(net, "train", optimizer, cbs, max_grad_norm,
-                                              guard, skip_nonfinite)
-        val_epoch = (self._make_epoch_runner(net, "val", None, cbs, interrupt=guard)
+                                              guard, skip_nonfinite, weighted=train_weighted,
+                                              class_weight=class_table)
+        val_epoch = (self._make_epoch_runner(net, "val", None, cbs, interrupt=guard,
+                                             weighted=val_weighted)
                      if val_dl is not None else None)
         self.epochs, self.train_steps = epochs, loader_length(train_dl)
         self.stop_training = self.interrupted = False
         try:
             cbs.call("on_fit_begin", {})
-            done = 0 if resume_path is None else load_fit_state(self, resume_path, cbs, train_dl)
+            done = (initial_epoch if resume_path is None
+                    else load_fit_state(self, resume_path, cbs, train_dl))
             with guard:
                 for epoch in range(done + 1, epochs + 1 if not self.stop_training else 0):
                     self._run_epoch(epoch, cbs, train_epoch, train_dl, val_epoch, val_dl,
@@ -256,11 +331,19 @@ class KerasModel:
         cbs.call("on_epoch_begin", epoch, {})
         lr = self.optimizer.param_groups[0]["lr"]
         row = {"epoch": epoch, **train_epoch(train_dl), "lr": lr}
-        if val_epoch is not None:
-            row.update(val_epoch(val_dl))
+        self.validated = val_epoch is None or _validates(epoch, self._validation_freq)
+        if val_epoch is not None and self.validated:
+            val_logs = val_epoch(val_dl)
+            self._val_columns = list(val_logs)
+            row.update(val_logs)
+        elif val_epoch is not None:  # validation_freq: this epoch has no validation
+            columns = getattr(self, "_val_columns", None) or [
+                c for c in self.expected_columns(True) if c.startswith("val_")]
+            row.update({c: float("nan") for c in columns})
         if monitor not in row:
             raise ValueError(monitor_message(monitor, sorted(row), has_val=val_dl is not None))
-        SchedulerStepper(self.lr_scheduler, self.lr_scheduler_interval).after_epoch(row[monitor])
+        monitored = row[monitor] if self.validated or not monitor.startswith("val_") else None
+        SchedulerStepper(self.lr_scheduler, self.lr_scheduler_interval).after_epoch(monitored)
         skipped = train_epoch.step_runner.skipped_steps
         if skipped:
             train_epoch.step_runner.skipped_steps = 0
@@ -272,15 +355,21 @@ class KerasModel:
     def evaluate(self, val_data, quiet: bool = False, *, batch_size: int = 32) -> dict:
         """Evaluate on ``val_data`` and return ``{"val_loss": ..., "val_<metric>": ...}`` floats.
 
-        Uses the precision and device of the last ``fit`` (or full precision).
+        ``val_data`` takes what ``fit`` does, including an ``(X, y, sample_weight)``
+        triple; Keras's ``evaluate(X, y)`` works too. Uses the precision and device of
+        the last ``fit`` (or full precision).
         """
+        if is_arrays(quiet) and is_arrays(val_data):  # Keras's evaluate(x, y)
+            val_data, quiet = keras_xy(val_data, quiet)[0], False
         check_bool("quiet", quiet)
-        val_dl = as_dataloader(val_data, batch_size=batch_size, shuffle=False, name="val_data")
+        weighted = is_array_pair(val_data) and len(val_data) == 3
+        val_dl = as_dataloader(val_data, batch_size=batch_size, shuffle=False, name="val_data",
+                               weighted=weighted)
         acc = self._last_accelerator()
         net, val_dl = acc.prepare(self.net, fast_loader(val_dl, acc))
         try:
             cbs = CallbackList([] if quiet else [ProgressBar()], model=self)
-            logs = self._make_epoch_runner(net, "val", None, cbs)(val_dl)
+            logs = self._make_epoch_runner(net, "val", None, cbs, weighted=weighted)(val_dl)
         finally:
             acc.unwrap_model(net, keep_fp32_wrapper=False)
         return logs
@@ -289,12 +378,18 @@ class KerasModel:
         """The net's outputs for ``data``, concatenated on the CPU in dataset order.
 
         ``data`` is a DataLoader (batches ``(x, ..., y)`` have their last item
-        dropped as labels; a batch of one tensor is the input), a Dataset, a tensor
-        or array of inputs, or an ``(X, y)`` pair. Each batch goes through
-        :meth:`StepRunner.predict_step` (eval mode, no grad, the last fit's
-        precision). Under several processes every process must call it: the data
-        are sharded and the outputs gathered, without the padding duplicates of
-        the last batch.
+        dropped as labels, dict batches their label keys; a batch of one tensor is the
+        input), a Dataset, a tensor or array (or dict of them) of inputs, or an
+        ``(X, y)`` pair. Each batch goes through :meth:`StepRunner.predict_step`
+        (eval mode, no grad, the last fit's precision). Under several processes
+        every process must call it: the data are sharded and the outputs gathered,
+        without the padding duplicates of the last batch.
+
+        The result has the structure of the net's output: a tensor, or a tuple, list
+        or dict of them (a HuggingFace ``ModelOutput`` comes back as a dict of its set
+        fields), each concatenated along the batch dimension. Floating-point outputs
+        come back in the net's parameter dtype (float32 for a float32 net) even
+        after a mixed-precision fit, so ``.numpy()`` works on them.
 
         Args:
             data: what to predict on.
@@ -303,33 +398,36 @@ class KerasModel:
                 way (every batch must have labels). Defaults to False.
 
         Returns:
-            The outputs tensor, or ``(outputs, labels)`` with ``with_labels=True``.
+            The outputs, or ``(outputs, labels)`` with ``with_labels=True``.
         """
         check_bool("with_labels", with_labels)
-        if isinstance(data, torch.Tensor) or (hasattr(data, "__array__")
-                                              and not isinstance(data, (tuple, list))):
-            data = torch.utils.data.TensorDataset(as_tensor(data, "data"))
+        if is_arrays(data) and not isinstance(data, (tuple, list)):
+            data = arrays_dataset(data, "data")
         loader = as_dataloader(data, batch_size=batch_size, shuffle=False, name="data")
         acc = self._last_accelerator()
         net, loader = acc.prepare(self.net, fast_loader(loader, acc))
-        step = self.step_runner_class(net, self.loss_fn, acc, stage="val")
+        step = self.step_runner_class(net, self.loss_fn, acc, stage="val",
+                                      **self._structure_kwargs())
+        dtype = _parameter_dtype(self.net)
+        to_host = functools.partial(_to_host, dtype=dtype)
         outputs, labels = [], []
         was_training = self.net.training
         try:
             net.eval()
             for batch in loader:
                 preds, batch_labels = step.predict_step(batch)
-                outputs.append(preds.cpu())
+                outputs.append(map_tensors(to_host, preds))
                 if with_labels:
                     if batch_labels is None:
                         raise TypeError("predict(with_labels=True) needs batches with labels, "
-                                        "(x, ..., y); received a batch of inputs only")
-                    labels.append(batch_labels.cpu())
+                                        "(x, ..., y) or a dict with a label key; received a "
+                                        "batch of inputs only")
+                    labels.append(map_tensors(torch.Tensor.cpu, batch_labels))
         finally:
             self.net.train(was_training)
             acc.unwrap_model(net, keep_fp32_wrapper=False)
-        outputs = torch.cat(outputs)
-        return (outputs, torch.cat(labels)) if with_labels else outputs
+        outputs = concat_outputs(outputs)
+        return (outputs, concat_outputs(labels)) if with_labels else outputs
 
     # -- checkpoints -----------------------------------------------------------------
 
@@ -375,19 +473,68 @@ class KerasModel:
         else:
             net, optimizer, train_dl, val_dl = acc.prepare(self.net, self.optimizer, train_dl,
                                                            val_dl)
-        if isinstance(self.loss_fn, torch.nn.Module):
-            self.loss_fn.to(acc.device)  # moved, never wrapped in DDP
+        for module in loss_modules(self.loss_fn):
+            module.to(acc.device)  # moved, never wrapped in DDP
         return net, optimizer, train_dl, val_dl
 
+    def _structure_kwargs(self) -> dict:
+        """What every StepRunner of this model needs to read dict batches and outputs."""
+        return {"label_keys": self.label_keys, "loss_weights": self.loss_weights,
+                "metric_outputs": self.metric_outputs}
+
+    def _fit_data(self, train_data, val_data, batch_size, shuffle, sample_weight, class_table,
+                  validation_split):
+        """The loaders of a fit, with Keras's sample_weight/class_weight/validation_split
+        applied to array data: ``(train_dl, val_dl, train_weighted, val_weighted)``."""
+        if (sample_weight is not None or class_table is not None) and self.loss_fn is None:
+            raise ValueError("sample_weight and class_weight need loss_fn: a net that computes "
+                             "its own loss (loss_fn=None) cannot be weighted per sample")
+        if class_table is not None:
+            if sample_weight is not None:
+                raise ValueError("class_weight and sample_weight cannot be used together (as in "
+                                 "Keras): multiply the class weights into sample_weight")
+            if self.outputs:
+                raise ValueError("class_weight needs a single-output model; loss_fn has outputs "
+                                 f"{self.outputs} (weigh them with sample_weight)")
+        arrays = is_array_pair(train_data) and len(train_data) == 2
+        if sample_weight is not None:
+            if not arrays:
+                raise ValueError(
+                    "sample_weight= weighs an (X, y) pair of arrays (as in Keras); received "
+                    f"train_data of type {type(train_data).__name__}. A DataLoader or Dataset "
+                    "carries weights in its batches: a dict batch with a 'sample_weight' key")
+            train_data = (*train_data, sample_weight)
+        if not (isinstance(validation_split, (int, float)) and not isinstance(
+                validation_split, bool) and validation_split == 0):
+            if not arrays:
+                raise ValueError(
+                    "validation_split is only supported for an (X, y) pair of arrays (as in "
+                    f"Keras); received train_data of type {type(train_data).__name__}")
+            if val_data is not None:
+                validation_split_of(train_data, validation_split)  # still a valid value
+                warn_user("val_data is given, so validation_split is ignored (as in Keras)")
+            else:
+                train_data, val_data = validation_split_of(train_data, validation_split)
+        train_weighted = sample_weight is not None
+        val_weighted = is_array_pair(val_data) and len(val_data) == 3
+        train_dl = as_dataloader(train_data, batch_size=batch_size, shuffle=shuffle,
+                                 name="train_data", weighted=train_weighted)
+        val_dl = None if val_data is None else as_dataloader(
+            val_data, batch_size=batch_size, shuffle=False, name="val_data",
+            weighted=val_weighted)
+        return train_dl, val_dl, train_weighted, val_weighted
+
     def _make_epoch_runner(self, net, stage, optimizer, cbs, max_grad_norm=None,
-                           interrupt=None, skip_nonfinite=False):
+                           interrupt=None, skip_nonfinite=False, weighted=False,
+                           class_weight=None):
         metrics = {name: fresh_metric(m, self.accelerator.device, stage)
                    for name, m in self.metrics_dict.items()}
         step = self.step_runner_class(
             net, self.loss_fn, self.accelerator, stage=stage, metrics_dict=metrics,
             optimizer=optimizer, lr_scheduler=self.lr_scheduler if stage == "train" else None,
             max_grad_norm=max_grad_norm, lr_scheduler_interval=self.lr_scheduler_interval,
-            skip_nonfinite=skip_nonfinite)
+            skip_nonfinite=skip_nonfinite, **self._structure_kwargs(),
+            weighted_batches=weighted, class_weight=class_weight)
         # only a training pass ends early on stop_training (as in Keras); validation and
         # evaluate always see every batch, also after a fit that stopped early
         should_stop = (lambda: self.stop_training) if stage == "train" else None
@@ -414,9 +561,10 @@ class KerasModel:
 
     def expected_columns(self, has_val: bool) -> list:
         """The history columns a default step produces, known before training."""
-        cols = ["epoch", "train_loss", *(f"train_{n}" for n in self.metrics_dict), "lr"]
+        names = [*(f"{o}_loss" for o in self.outputs), *self.metrics_dict]
+        cols = ["epoch", "train_loss", *(f"train_{n}" for n in names), "lr"]
         if has_val:
-            cols += ["val_loss", *(f"val_{n}" for n in self.metrics_dict)]
+            cols += ["val_loss", *(f"val_{n}" for n in names)]
         return cols
 
     @classmethod
@@ -450,3 +598,26 @@ def _has_accelerator_device() -> bool:
     if accel is not None and hasattr(accel, "is_available"):
         return accel.is_available()
     return torch.cuda.is_available()
+
+
+def _validates(epoch: int, validation_freq) -> bool:
+    """Keras's rule: every ``validation_freq`` epochs, or on the listed epoch numbers."""
+    if isinstance(validation_freq, int):
+        return epoch % validation_freq == 0
+    return epoch in validation_freq
+
+
+def _parameter_dtype(net: torch.nn.Module) -> Optional[torch.dtype]:
+    """The dtype of the net's first floating-point parameter, or None."""
+    for param in net.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return None
+
+
+def _to_host(tensor: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    """A prediction on the CPU; autocast's lower-precision floats back in the net's dtype."""
+    tensor = tensor.cpu()
+    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+        tensor = tensor.to(dtype)
+    return tensor

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
 from . import diagnostics
 from .accelerate_compat import bare_optimizer
+from .batches import (LABEL_KEYS, SAMPLE_WEIGHT_KEY, call_net, describe_keys, map_tensors,
+                      plain,
+                      predictions_view, split_mapping, structure_len)
 from .diagnostics import describe
 from .errors import add_note
+from .objectives import Objective, class_sample_weights
 from .scheduler import SchedulerStepper
 
 __all__ = ["StepRunner", "EpochRunner"]
@@ -20,16 +26,29 @@ STAGES = ("train", "val")
 class StepRunner:
     """Runs one batch: forward, loss, and in the ``"train"`` stage backward and update.
 
-    A batch ``(x, y)`` or ``(x1, ..., xn, y)`` calls ``net(x1, ..., xn)`` and
-    ``loss_fn(preds, y)``. For any other batch layout (a dict, a batch without
-    labels) override :meth:`unpack_batch`; for a different step altogether (two
-    optimizers, an extra loss term) override :meth:`train_step` or :meth:`__call__`.
+    Batch layouts, all without a subclass:
+
+    - ``(x, y)`` or ``(x1, ..., xn, y)``: ``net(x1, ..., xn)``, ``loss_fn(preds, y)``;
+    - a mapping (a HuggingFace batch): the value under one of ``label_keys`` is the
+      labels, the rest the inputs, called as ``net(**inputs)``; a ``"sample_weight"``
+      key holds per-sample weights. Inputs and labels may nest tuples and dicts as
+      ``default_collate`` builds them.
+
+    ``loss_fn`` may be one loss, a dict ``{output_name: loss}`` (the net returns a dict,
+    the labels are a dict with the same keys; see :class:`kerastorch.objectives.Objective`)
+    or None, when the net returns its own loss (``output.loss`` / ``output["loss"]``) and
+    the labels stay in what the net is called with. For a different step altogether
+    (two optimizers, an extra loss term) override :meth:`train_step` or :meth:`__call__`.
 
     The step returns ``(step_losses, step_metrics)``: dicts of detached tensors
-    keyed ``"<stage>_<name>"``. The :class:`EpochRunner` averages them over the
-    epoch weighted by :attr:`batch_size`, so a custom step that returns extra
-    entries gets them as history columns. torchmetrics objects in ``metrics_dict``
-    are only ``update``d here; the epoch computes and resets them.
+    keyed ``"<stage>_<name>"`` (``"<stage>_loss"``, and ``"<stage>_<output>_loss"`` per
+    output of a dict loss). The :class:`EpochRunner` averages them over the epoch
+    weighted by :attr:`batch_size` (the sum of the sample weights when the batch has
+    them), so a custom step that returns extra entries gets them as history columns.
+    torchmetrics objects in ``metrics_dict`` are only ``update``d here; the epoch
+    computes and resets them. Metrics see the labels and the predictions (for an
+    output carrying its loss, its ``"logits"``; see ``batches.predictions_view``), and
+    are not weighted by sample weights (as Keras's ``metrics``).
 
     Validation batches are gathered across processes (``gather_for_metrics``,
     which drops the padding samples of the last batch) before the loss and the
@@ -37,7 +56,8 @@ class StepRunner:
 
     Args:
         net: the (prepared) network.
-        loss_fn: ``loss_fn(preds, labels)`` returning a scalar tensor.
+        loss_fn: ``loss_fn(preds, labels)`` returning a scalar tensor, a dict of them,
+            or None (see above).
         accelerator: the ``accelerate.Accelerator`` of this fit.
         stage: ``"train"`` or ``"val"``. Defaults to ``"train"``.
         metrics_dict: name -> torchmetrics ``Metric``. Defaults to None.
@@ -49,6 +69,15 @@ class StepRunner:
         skip_nonfinite: skip the update of a step whose loss is NaN/inf, leaving the
             weights and optimizer state unchanged. Costs one host sync per step
             (the decision needs the loss value). Defaults to False.
+        label_keys: the keys of a mapping batch that hold the labels. Defaults to
+            ``("label", "labels", "y", "target")``.
+        loss_weights: ``{output_name: weight}`` for a dict ``loss_fn``. Defaults to None.
+        metric_outputs: metric name -> the output (key of a dict output and dict
+            labels) the metric is updated with. Defaults to None.
+        weighted_batches: the last item of each tuple batch is the sample weights
+            (batches kerastorch built from ``fit(..., sample_weight=...)``). Defaults to False.
+        class_weight: a 1-D tensor, class index -> weight, multiplied into the sample
+            weights from the labels (``fit(..., class_weight=...)``). Defaults to None.
 
     Example:
         >>> class DictBatchStep(StepRunner):
@@ -59,74 +88,112 @@ class StepRunner:
     def __init__(self, net: torch.nn.Module, loss_fn, accelerator, stage: str = "train",
                  metrics_dict: Optional[dict] = None, optimizer=None, lr_scheduler=None, *,
                  max_grad_norm: Optional[float] = None, lr_scheduler_interval: str = "epoch",
-                 skip_nonfinite: bool = False):
+                 skip_nonfinite: bool = False, label_keys: Sequence[str] = LABEL_KEYS,
+                 loss_weights: Optional[dict] = None, metric_outputs: Optional[dict] = None,
+                 weighted_batches: bool = False, class_weight: Optional[torch.Tensor] = None):
         if stage not in STAGES:
             raise ValueError(f"stage must be 'train' or 'val'; received {stage!r}")
         if stage == "train" and optimizer is None:
             raise ValueError("the train stage needs an optimizer; received optimizer=None")
         self.net = net
         self.loss_fn = loss_fn
+        self.objective = Objective(loss_fn, loss_weights)
         self.accelerator = accelerator
         self.stage = stage
         self.metrics_dict = dict(metrics_dict or {})
+        self.metric_outputs = dict(metric_outputs or {})
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.max_grad_norm = max_grad_norm
         self.lr_scheduler_interval = lr_scheduler_interval
         self.skip_nonfinite = skip_nonfinite
+        self.label_keys = tuple(label_keys)
+        self.weighted_batches = weighted_batches
+        self.class_weight = class_weight
         self.skipped_steps = 0
         self.scheduler = SchedulerStepper(lr_scheduler, lr_scheduler_interval)
         self._bare_optimizer = bare_optimizer(optimizer)
         self.batch_size = 1
+        self.loss_parts: dict = {}
         self._first_batch_checked = False
 
     # -- the overridable pieces, in the order a step uses them --------------------
 
-    def unpack_batch(self, batch: Any) -> Tuple[Sequence[Any], Any]:
-        """Split a batch into ``(inputs, labels)``; ``net(*inputs)`` is called.
+    def unpack_batch(self, batch: Any) -> Tuple[Any, Any]:
+        """Split a batch into ``(inputs, labels)``; :meth:`forward` calls the net with the inputs.
 
-        Override this for dict batches or other layouts.
+        Inputs are a tuple (``net(*inputs)``) or a dict (``net(**inputs)``). With
+        ``loss_fn=None`` the labels also stay in the inputs, for the net's own loss.
 
         Raises:
-            TypeError: the batch is not a tuple/list of at least two items.
+            TypeError: the batch is neither a mapping nor a tuple/list of at least two items.
+            ValueError: a mapping batch holds more than one of ``label_keys``.
         """
+        own_loss = self.loss_fn is None
+        if isinstance(batch, Mapping):
+            inputs, labels = split_mapping(batch, self.label_keys, keep_labels=own_loss)
+            if labels is None and not own_loss:
+                raise TypeError(
+                    f"a dict batch needs its labels under a label key; received keys "
+                    f"{describe_keys(batch)} and none of the label keys {list(self.label_keys)}. "
+                    "Pass KerasModel(..., label_keys=[...]) naming the key, or loss_fn=None for "
+                    "a net that computes its own loss")
+            return inputs, labels
         if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-            return tuple(batch[:-1]), batch[-1]
-        if isinstance(batch, dict):
-            received = f"a dict with keys {sorted(batch)}"
-        elif isinstance(batch, (tuple, list)):
-            received = f"a {type(batch).__name__} of {len(batch)} item(s)"
-        else:
-            received = f"a {type(batch).__name__}"
+            return (tuple(batch) if own_loss else tuple(batch[:-1])), batch[-1]
+        if own_loss and isinstance(batch, (tuple, list, torch.Tensor)):
+            return (tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)), None
+        received = (f"a {type(batch).__name__} of {len(batch)} item(s)"
+                    if isinstance(batch, (tuple, list)) else f"a {type(batch).__name__}")
         raise TypeError(
-            f"a batch must be (x, y) or (x1, ..., xn, y); received {received}. "
-            "For other layouts subclass kerastorch.StepRunner, override unpack_batch(batch) "
-            "to return (inputs_tuple, labels), and pass KerasModel(..., step_runner=YourStep)"
+            f"a batch must be (x, y), (x1, ..., xn, y) or a dict with a label key "
+            f"{list(self.label_keys)}; received {received}. For other layouts subclass "
+            "kerastorch.StepRunner, override unpack_batch(batch) to return (inputs, labels), "
+            "and pass KerasModel(..., step_runner=YourStep)"
         )
 
-    def forward(self, inputs: Sequence[Any]) -> Any:
-        return self.net(*inputs)
+    def forward(self, inputs: Any) -> Any:
+        return call_net(self.net, inputs)
 
-    def compute_loss(self, preds: Any, labels: Any) -> torch.Tensor:
-        return self.loss_fn(preds, labels)
+    def compute_loss(self, preds: Any, labels: Any, sample_weight=None) -> torch.Tensor:
+        """The loss to minimise; per-output parts of a dict loss go to :attr:`loss_parts`."""
+        loss, self.loss_parts = self.objective(preds, labels, sample_weight)
+        return loss
 
     def __call__(self, batch: Any):
+        weights = None
+        if isinstance(batch, Mapping):
+            weights = batch.get(SAMPLE_WEIGHT_KEY)
+        elif self.weighted_batches:
+            batch, weights = batch[:-1], batch[-1]
         inputs, labels = self.unpack_batch(batch)
+        if self.class_weight is not None:
+            from_classes = class_sample_weights(self.class_weight, labels)
+            weights = from_classes if weights is None else weights * from_classes
         if not self._first_batch_checked:
-            self._check_batch_types(inputs, labels)
+            self._check_batch_types(inputs, labels, weights)
         if self.stage == "train":
-            return self.train_step(inputs, labels)
-        return self.val_step(inputs, labels)
+            step = self.train_step
+        else:
+            step = self.val_step
+        if weights is None:
+            return step(inputs, labels)
+        return step(inputs, labels, weights)
 
-    def train_step(self, inputs, labels):
+    def _loss(self, preds, labels, weights):
+        if weights is None:
+            return self.compute_loss(preds, labels)
+        return self.compute_loss(preds, labels, sample_weight=weights)
+
+    def train_step(self, inputs, labels, sample_weight=None):
         acc = self.accelerator
         first = not self._first_batch_checked
         with acc.autocast():
             preds = self.forward(inputs)
             if self._first_batch_checked:
-                loss = self.compute_loss(preds, labels)
+                loss = self._loss(preds, labels, sample_weight)
             else:
-                loss = self._checked_first_loss(preds, labels)
+                loss = self._checked_first_loss(preds, labels, sample_weight)
         if self.skip_nonfinite and not torch.isfinite(loss.detach()).all():
             # skipped steps count nowhere: not in the epoch loss, not in the metrics
             self.skipped_steps += 1
@@ -148,46 +215,91 @@ class StepRunner:
             self.optimizer.zero_grad()
         elif acc.sync_gradients:
             self._bare_optimizer.zero_grad()  # torch defaults to set_to_none=True
-        self.batch_size = _batch_len(labels)
+        self.batch_size = self._weight_of(preds, labels, sample_weight)
         if not first:
             self.update_metrics(preds, labels)
-        return {f"{self.stage}_loss": loss.detach()}, {}
+        return self._step_logs(loss), {}
 
-    def val_step(self, inputs, labels):
+    def val_step(self, inputs, labels, sample_weight=None):
         acc = self.accelerator
         with torch.no_grad():
             with acc.autocast():
-                preds = self.forward(inputs)
-            # every process gets the whole batch, so loss and metrics need no later sync
-            preds, labels = acc.gather_for_metrics((preds, labels))
-            if not self._first_batch_checked:
-                self._check_batch_sizes(preds, labels)  # before the loss trips over them
-            with acc.autocast():
-                loss = self.compute_loss(preds, labels)
+                preds = plain(self.forward(inputs))
+            if self.loss_fn is None:
+                loss, preds, labels = self._gathered_own_loss(preds, labels)
+            else:
+                # every process gets the whole batch, so loss and metrics need no later sync
+                if sample_weight is None:
+                    preds, labels = acc.gather_for_metrics((preds, labels))
+                else:
+                    preds, labels, sample_weight = acc.gather_for_metrics(
+                        (preds, labels, sample_weight))
+                if not self._first_batch_checked:
+                    self._check_batch_sizes(preds, labels)  # before the loss trips over them
+                with acc.autocast():
+                    loss = self._loss(preds, labels, sample_weight)
         if not self._first_batch_checked:
             self._check_first_batch(preds, labels, loss)
-        self.batch_size = _batch_len(labels)
+        self.batch_size = self._weight_of(preds, labels, sample_weight)
         self.update_metrics(preds, labels)
-        return {f"{self.stage}_loss": loss.detach()}, {}
+        return self._step_logs(loss), {}
+
+    def _gathered_own_loss(self, preds, labels):
+        """Validation with the net's own loss: each process's loss is a mean over its own
+        samples, so it is gathered once per sample (padding duplicates dropped) and averaged."""
+        acc = self.accelerator
+        loss = self._loss(preds, labels, None)
+        self.loss_parts = {}
+        view = predictions_view(preds)
+        if acc.num_processes == 1:
+            return loss, view, labels
+        per_sample = loss.detach().float().reshape(1).expand(structure_len(view))
+        if labels is None:
+            view, per_sample = acc.gather_for_metrics((view, per_sample))
+        else:
+            view, labels, per_sample = acc.gather_for_metrics((view, labels, per_sample))
+        return per_sample.mean(), view, labels
+
+    def _step_logs(self, loss) -> dict:
+        logs = {f"{self.stage}_loss": loss.detach()}
+        for name, part in self.loss_parts.items():
+            logs[f"{self.stage}_{name}_loss"] = part.detach()
+        return logs
+
+    def _weight_of(self, preds, labels, sample_weight):
+        """What the epoch weighs this step's values by: the sample count, or the weights' sum."""
+        if sample_weight is not None:
+            return sample_weight.detach().sum()
+        return structure_len(preds if labels is None else labels)
 
     def predict_step(self, batch: Any) -> Tuple[Any, Any]:
         """One batch of ``predict``: ``(outputs, labels)``, labels None when the batch has none.
 
-        A tensor, or a tuple/list of one item, is the input alone; anything else goes
-        through :meth:`unpack_batch`. Runs :meth:`forward` under no_grad and
-        autocast; under several processes both are gathered (``gather_for_metrics``
-        drops the padding duplicates of the last batch), so every process gets the
-        whole batch. Override it to post-process outputs (Keras's ``predict_step``).
+        A tensor, or a tuple/list of one item, is the input alone; a mapping batch
+        leaves out its label keys and ``"sample_weight"`` (so a HuggingFace model
+        returns its logits without computing a loss); a tuple ``(x, ..., y)`` leaves
+        out ``y``. A custom :meth:`unpack_batch` decides for itself. Runs
+        :meth:`forward` under no_grad and autocast; outputs are plain structures
+        (a ``ModelOutput`` becomes a dict). Under several processes both are gathered
+        (``gather_for_metrics`` drops the padding duplicates of the last batch), so
+        every process gets the whole batch. Override it to post-process outputs
+        (Keras's ``predict_step``).
         """
         if isinstance(batch, torch.Tensor):
             inputs, labels = (batch,), None
         elif isinstance(batch, (tuple, list)) and len(batch) == 1:
             inputs, labels = tuple(batch), None
+        elif type(self).unpack_batch is not StepRunner.unpack_batch:
+            inputs, labels = self.unpack_batch(batch)
+        elif isinstance(batch, Mapping):
+            inputs, labels = split_mapping(batch, self.label_keys)
+        elif isinstance(batch, (tuple, list)):
+            inputs, labels = tuple(batch[:-1]), batch[-1]
         else:
             inputs, labels = self.unpack_batch(batch)
         acc = self.accelerator
         with torch.no_grad(), acc.autocast():
-            preds = self.forward(inputs)
+            preds = plain(self.forward(inputs))
         if labels is None:
             return acc.gather_for_metrics(preds), None
         return acc.gather_for_metrics((preds, labels))
@@ -196,29 +308,41 @@ class StepRunner:
         """``update`` each metric (never its forward, which would compute twice)."""
         if not self.metrics_dict:
             return
-        preds = preds.detach() if isinstance(preds, torch.Tensor) else preds
+        if self.loss_fn is None:
+            preds = predictions_view(plain(preds))
+        preds = map_tensors(torch.Tensor.detach, preds)
         for name, metric in self.metrics_dict.items():
+            output = self.metric_outputs.get(name)
+            p, y = (preds, labels) if output is None else (preds[output], labels[output])
             try:
-                metric.update(preds, labels)
+                metric.update(p, y)
             except Exception as exc:
-                add_note(exc, f"raised in metric {name!r}.update (metrics_dict[{name!r}]) with "
-                               f"preds {describe(preds)} and labels {describe(labels)}")
+                where = "" if output is None else f" on output {output!r}"
+                add_note(exc, f"raised in metric {name!r}.update{where} with preds "
+                               f"{describe(p)} and labels {describe(y)}")
                 raise
 
     # -- checks on the first batch only, so they cost nothing per step ----------
 
-    def _check_batch_types(self, inputs, labels) -> None:
-        """With the default unpack/forward, inputs and labels must be tensors."""
+    def _check_batch_types(self, inputs, labels, weights=None) -> None:
+        """With the default unpack/forward, inputs and labels must be (nests of) tensors."""
         cls = type(self)
         custom = (cls.unpack_batch is not StepRunner.unpack_batch
                   or cls.forward is not StepRunner.forward)
-        diagnostics.check_batch_types(inputs, labels, custom_unpack=custom)
+        diagnostics.check_batch_types(inputs, labels, custom_unpack=custom,
+                                      labels_optional=self.loss_fn is None)
+        if weights is not None:
+            diagnostics.check_sample_weight(weights, labels if labels is not None else inputs)
 
-    def _checked_first_loss(self, preds, labels) -> torch.Tensor:
+    def _checked_first_loss(self, preds, labels, weights=None) -> torch.Tensor:
         """The first training loss, computed and checked by ``diagnostics.checked_first_loss``."""
         default = type(self).compute_loss is StepRunner.compute_loss
-        loss = diagnostics.checked_first_loss(self.compute_loss, preds, labels, net=self.net,
-                                              loss_fn=self.loss_fn if default else None)
+        plain_loss = default and weights is None and callable(self.loss_fn) \
+            and not isinstance(self.loss_fn, Mapping)
+        compute = (self.compute_loss if weights is None
+                   else functools.partial(self.compute_loss, sample_weight=weights))
+        loss = diagnostics.checked_first_loss(compute, preds, labels, net=self.net,
+                                              loss_fn=self.loss_fn if plain_loss else None)
         self._first_batch_checked = True
         return loss
 
@@ -228,18 +352,10 @@ class StepRunner:
     def _check_first_batch(self, preds, labels, loss) -> None:
         self._first_batch_checked = True
         default = type(self).compute_loss is StepRunner.compute_loss
+        plain_loss = default and callable(self.loss_fn) and not isinstance(self.loss_fn, Mapping)
         diagnostics.check_loss_output(loss, self.compute_loss, preds=preds,
-                                      loss_fn=self.loss_fn if default else None,
+                                      loss_fn=self.loss_fn if plain_loss else None,
                                       training=self.stage == "train")
-
-
-def _batch_len(labels: Any) -> int:
-    if isinstance(labels, torch.Tensor):
-        return int(labels.shape[0]) if labels.ndim > 0 else 1
-    try:
-        return len(labels)
-    except TypeError:
-        return 1
 
 
 class EpochRunner:
@@ -281,7 +397,7 @@ class EpochRunner:
         hook_begin, hook_end = self._batch_hooks()
         accumulate = step_runner.accelerator.accumulate if stage == "train" else None
         sums: dict = {}
-        count, steps = 0, 0
+        count, steps = 0, 0  # count becomes a device tensor when steps weigh by sample weights
         for steps, batch in enumerate(dataloader, start=1):
             if hook_begin:
                 self.callbacks.call(f"on_{stage}_batch_begin", steps - 1, {})
@@ -325,8 +441,10 @@ class EpochRunner:
         acc = self.step_runner.accelerator
         keys = list(sums)
         device = sums[keys[0]].device
-        totals = torch.stack([sums[k].to(device) for k in keys]
-                             + [torch.tensor(float(count), device=device, dtype=sums[keys[0]].dtype)])
+        dtype = sums[keys[0]].dtype
+        count = (count.to(device, dtype) if isinstance(count, torch.Tensor)
+                 else torch.tensor(float(count), device=device, dtype=dtype))
+        totals = torch.stack([sums[k].to(device) for k in keys] + [count])
         if self.stage == "train" and acc.num_processes > 1:
             totals = acc.reduce(totals, reduction="sum")
         totals = totals.tolist()  # the one host sync of the epoch
@@ -338,7 +456,13 @@ def _accumulate(sums: dict, key: str, value: Any, n: int) -> None:
     value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
     # float64 so a long epoch's sum loses nothing (MPS has no float64)
     dtype = torch.float32 if value.device.type == "mps" else torch.float64
-    if key in sums:
+    if isinstance(n, torch.Tensor):  # a sum of sample weights
+        weighted = value.to(dtype) * n.to(dtype)
+        if key in sums:
+            sums[key].add_(weighted)
+        else:
+            sums[key] = weighted
+    elif key in sums:
         sums[key].add_(value.to(dtype), alpha=n)
     else:
         sums[key] = value.to(dtype) * n

@@ -81,11 +81,14 @@ class SchedulerStepper:
                 and not accelerator.optimizer_step_was_skipped):
             self.scheduler.step()
 
-    def after_epoch(self, monitored: float) -> None:
-        """Called once per epoch with the monitored value (which ReduceLROnPlateau needs)."""
+    def after_epoch(self, monitored: Optional[float]) -> None:
+        """Called once per epoch with the monitored value (which ReduceLROnPlateau needs);
+        None when the epoch did not compute it (no validation that epoch): a plateau
+        scheduler then skips the epoch, as Keras's ReduceLROnPlateau does."""
         if not self.per_epoch:
             return
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(monitored)
+            if monitored is not None:
+                self.scheduler.step(monitored)
         else:
             self.scheduler.step()

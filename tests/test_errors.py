@@ -158,18 +158,20 @@ def test_batch_size_mismatch_between_output_and_labels(data):
         model.fit(data, ckpt_path=None, quiet=True)
 
 
-def test_dict_batches_need_a_custom_unpack_batch():
+def test_dict_batches_without_a_label_key_name_the_keys_and_label_keys():
     class DictDataset(torch.utils.data.Dataset):
         def __len__(self):
             return 4
 
         def __getitem__(self, i):
-            return {"x": torch.zeros(4), "y": torch.tensor(0)}
+            return {"x": torch.zeros(4), "answer": torch.tensor(0)}
 
     model = _model()
-    with pytest.raises(TypeError, match=r"received a dict with keys \['x', 'y'\].*override "
-                                        r"unpack_batch"):
+    before = [p.detach().clone() for p in model.net.parameters()]
+    with pytest.raises(TypeError, match=r"keys \['answer', 'x'\] and none of the label keys "
+                                        r"\['label', 'labels', 'y', 'target'\].*label_keys="):
         model.fit(DataLoader(DictDataset(), batch_size=2), ckpt_path=None, quiet=True)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.net.parameters()))
 
 
 def test_mode_contradicting_higher_is_better_warns(data):

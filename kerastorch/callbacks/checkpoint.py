@@ -66,10 +66,12 @@ class ModelCheckpoint(MonitorCallback):
         self.last_saved = state["last_saved"]
 
     def on_epoch_end(self, epoch, logs=None):
-        improved = self.update_best(epoch, logs)
         if self.last_path is not None and self.is_writer():
             atomic_save(cpu_state_dict(self.model.unwrapped_net),
                         self.last_path.format(**{**logs, "epoch": epoch}))
+        if self.epoch_not_validated():
+            return
+        improved = self.update_best(epoch, logs)
         if not improved and self.save_best_only:
             return
         if improved and self.restore_best_weights:

@@ -63,6 +63,8 @@ class EarlyStopping(MonitorCallback):
         self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.epoch_not_validated():
+            return
         if self.update_best(epoch, logs):
             if self.restore_best_weights:
                 self.remember_weights()

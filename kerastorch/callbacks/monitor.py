@@ -88,6 +88,11 @@ class MonitorCallback(Callback):
             return score < reference - self.min_delta
         return score > reference + self.min_delta
 
+    def epoch_not_validated(self) -> bool:
+        """True when the monitor is a ``val_`` column and this epoch ran no validation
+        (``fit(..., validation_freq=...)``): the epoch then neither improves nor counts."""
+        return self.monitor.startswith("val_") and not getattr(self.model, "validated", True)
+
     def update_best(self, epoch: int, logs: dict) -> bool:
         """Record ``logs[monitor]`` as the best if it improves; return whether it did.
 
@@ -95,8 +100,10 @@ class MonitorCallback(Callback):
         metric says (NaN logits can still score an accuracy).
         """
         score = self.get_score(logs)
+        validated = getattr(self.model, "validated", True)
         losses_finite = all(math.isfinite(v) for k, v in logs.items()
-                            if k.endswith("_loss") and isinstance(v, float))
+                            if k.endswith("_loss") and isinstance(v, float)
+                            and (validated or not k.startswith("val_")))
         if losses_finite and self.is_improvement(score):
             self.best, self.best_epoch = score, epoch
             return True
