@@ -15,7 +15,7 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset
 from .checks import check_bool
 
 __all__ = ["FirstBatches", "StepsPerEpoch", "StructureDataset", "TensorBatches", "arrays_dataset",
-           "as_dataloader",
+           "as_dataloader", "hf_torch_dataset", "is_hf_dataset",
            "as_tensor", "check_sample_weights", "check_steps", "fast_loader", "is_array_pair",
            "is_arrays", "keras_xy", "validation_split_of"]
 
@@ -234,6 +234,11 @@ def _as_dataloader(data: Any, *, batch_size: int, shuffle: bool, name: str,
         else:
             dataset = StructureDataset(*items)
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle)
+    if is_hf_dataset(data):
+        data = hf_torch_dataset(data)
+        if _has_no_samples(data):
+            raise ValueError(f"{name} is a HuggingFace dataset with no rows; it needs at least one")
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle)
     if isinstance(data, IterableDataset):
         return DataLoader(data, batch_size=batch_size)
     if isinstance(data, Dataset):
@@ -244,6 +249,37 @@ def _as_dataloader(data: Any, *, batch_size: int, shuffle: bool, name: str,
         f"{name} must be a torch DataLoader, a Dataset, or an (X, y) pair of tensors/numpy "
         f"arrays; received {_describe(data)}"
     )
+
+
+def is_hf_dataset(data: Any) -> bool:
+    """Whether ``data`` is a HuggingFace ``datasets.Dataset`` (duck-typed: kerastorch does
+    not import ``datasets``)."""
+    return (type(data).__module__.split(".")[0] == "datasets"
+            and hasattr(data, "features") and hasattr(data, "with_format")
+            and hasattr(data, "remove_columns"))
+
+
+def hf_torch_dataset(dataset: Any) -> Any:
+    """A HuggingFace ``datasets.Dataset`` ready for a DataLoader: its text columns removed
+    (strings cannot become tensors; a tokenized dataset keeps its raw text beside the
+    token ids) and the rest formatted as torch tensors (``with_format("torch")``), so each
+    sample is a dict of tensors and each batch a dict a net is called with as ``**inputs``.
+    """
+    text = [name for name, feature in dataset.features.items() if _is_text_feature(feature)]
+    if text:
+        dataset = dataset.remove_columns(text)
+    if not dataset.column_names:
+        raise ValueError(f"the HuggingFace dataset has only text columns {text}; tokenize them "
+                         "first (dataset.map(tokenizer, ...)) so there is something to train on")
+    return dataset.with_format("torch")
+
+
+def _is_text_feature(feature: Any) -> bool:
+    dtype = getattr(feature, "dtype", None)
+    if dtype in ("string", "large_string"):
+        return True
+    inner = getattr(feature, "feature", None)  # Sequence / List of strings
+    return inner is not None and _is_text_feature(inner)
 
 
 def _has_no_samples(dataset: Any) -> bool:
