@@ -26,7 +26,8 @@ from .checks import (check_bool, check_callbacks, check_fit_args, check_initial_
                      check_net, check_optimizer, check_path, check_patience, check_subclass,
                      check_validation_freq, loss_modules, monitor_message, reject_unknown,
                      state_paths)
-from .data import (FirstBatches, StepsPerEpoch, arrays_dataset, as_dataloader, check_steps,
+from .data import (FirstBatches, StepsPerEpoch, arrays_dataset, as_dataloader,
+                   check_sample_weights, check_steps,
                    fast_loader, is_array_pair, is_arrays, keras_xy, loader_length,
                    validation_split_of)
 from .files import atomic_save, check_writable, load_state_dict_file
@@ -503,7 +504,14 @@ class KerasModel:
                     "sample_weight= weighs an (X, y) pair of arrays (as in Keras); received "
                     f"train_data of type {type(train_data).__name__}. A DataLoader or Dataset "
                     "carries weights in its batches: a dict batch with a 'sample_weight' key")
-            train_data = (*train_data, sample_weight)
+            weights = check_sample_weights(sample_weight, len(train_data[1])
+                                           if not isinstance(train_data[1], dict) else
+                                           len(next(iter(train_data[1].values()))))
+            # weights of all ones are the unweighted loss by definition: use the loss as is
+            # (a loss's own mean can differ in the last bit from a mean of its per-sample values)
+            sample_weight = None if bool((weights == 1).all()) else weights
+            if sample_weight is not None:
+                train_data = (*train_data, sample_weight)
         if not (isinstance(validation_split, (int, float)) and not isinstance(
                 validation_split, bool) and validation_split == 0):
             if not arrays:

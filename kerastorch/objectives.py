@@ -85,7 +85,9 @@ def weighted_mean(values: torch.Tensor, sample_weight: torch.Tensor,
     Each sample's loss is first averaged over its other dimensions (pixels,
     tokens) under ``"mean"``/``"none"``, summed under ``"sum"``. Then ``"mean"``
     and ``"none"`` give ``sum(w * l) / sum(w)``, the sample-weighted mean (0 when
-    every weight in the batch is 0), and ``"sum"`` gives ``sum(w * l)``.
+    every weight in the batch is 0), and ``"sum"`` gives ``sum(w * l)``. With all
+    weights 1 the value and its gradient equal the unweighted mean's bit for bit,
+    as long as the loss's per-element values do.
     """
     values = values.reshape(values.shape[0], -1) if values.ndim > 1 else values.reshape(-1)
     if values.ndim > 1:
@@ -94,10 +96,13 @@ def weighted_mean(values: torch.Tensor, sample_weight: torch.Tensor,
         raise ValueError(f"the loss returned {values.shape[0]} per-sample values for "
                          f"{sample_weight.shape[0]} sample weights")
     weight = sample_weight.to(values.dtype)
-    total = (values * weight).sum()
     if reduction == "sum":
-        return total
-    return total / weight.sum().clamp_min(torch.finfo(values.dtype).tiny)
+        return (values * weight).sum()
+    # mean(w * l) * (n / sum(w)) is sum(w * l) / sum(w), written so that weights of all ones
+    # compute exactly what the loss's own mean does (the factor is then exactly 1)
+    total = weight.sum()
+    factor = torch.where(total > 0, values.shape[0] / total, torch.zeros_like(total))
+    return (values * weight).mean() * factor
 
 
 class Objective:

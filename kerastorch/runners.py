@@ -153,6 +153,8 @@ class StepRunner:
         )
 
     def forward(self, inputs: Any) -> Any:
+        """The net's output for the unpacked inputs: ``net(**inputs)`` for a dict, else
+        ``net(*inputs)``. Override it to call the net differently."""
         return call_net(self.net, inputs)
 
     def compute_loss(self, preds: Any, labels: Any, sample_weight=None) -> torch.Tensor:
@@ -186,6 +188,13 @@ class StepRunner:
         return self.compute_loss(preds, labels, sample_weight=weights)
 
     def train_step(self, inputs, labels, sample_weight=None):
+        """Forward, loss, backward and optimizer step for one batch; returns the step logs.
+
+        Called with ``sample_weight`` only when the batch has weights, so an override
+        with the two-argument signature keeps working on unweighted data. An override
+        sets :attr:`batch_size` (what the epoch weighs its values by) and returns
+        ``({"train_loss": loss.detach(), ...}, {})``.
+        """
         acc = self.accelerator
         first = not self._first_batch_checked
         with acc.autocast():
@@ -221,6 +230,8 @@ class StepRunner:
         return self._step_logs(loss), {}
 
     def val_step(self, inputs, labels, sample_weight=None):
+        """Forward and loss without gradients on the batch gathered from all processes;
+        updates the metrics and returns the step logs, as :meth:`train_step`."""
         acc = self.accelerator
         with torch.no_grad():
             with acc.autocast():
