@@ -15,6 +15,9 @@ Columns (s/epoch and the ratio to ``raw``):
     raw_sliced      a raw loop that slices the tensors itself (replaying the
                     DataLoader's random draws, so the order is identical)
     kt_dataloader   fit(DataLoader, fast_data=False): Accelerate's prepared loader
+    kt_dict         the same DataLoader path with dict batches {"<input>": x, "label": y}
+                    (the net called as net(**inputs)); its ratio to kt_dataloader is
+                    what a dict batch costs over a tuple batch
     kt_compile      fit(..., compile=True) (with --compile); compile time apart
     kt_cached       kerastorch with Accelerate's per-step lookups cached (with
                     --simulate-fix): what the fix proposed in RESULTS.md saves
@@ -39,6 +42,7 @@ import argparse
 import contextlib
 import gc
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -184,14 +188,31 @@ class EpochClock(Callback):
             self.marks.append((time.perf_counter(), time.process_time()))
 
 
+class DictSamples(TensorDataset):
+    """A TensorDataset whose samples are dicts, as a HuggingFace dataset yields them."""
+
+    def __init__(self, x, y, input_name: str):
+        super().__init__(x, y)
+        self.input_name = input_name
+
+    def __getitem__(self, index):
+        x, y = super().__getitem__(index)
+        return {self.input_name: x, "label": y}
+
+
 def run_kerastorch(work: dict, epochs: int, fast_data: bool = True,
-                   compile: bool = False, probe=None) -> dict:
+                   compile: bool = False, probe=None, dict_batches: bool = False) -> dict:
     """``fit`` with the real ProgressBar; ``probe(epoch)`` is called after each epoch."""
     net, optimizer, loss_fn, metric = fresh(work)
     model = KerasModel(net, loss_fn, metrics_dict={"acc": metric}, optimizer=optimizer)
     x, y, batch_size = work["x"], work["y"], work["batch_size"]
-    data = (x, y) if fast_data else DataLoader(TensorDataset(x, y), batch_size=batch_size,
-                                               shuffle=True)
+    if dict_batches:
+        input_name = next(iter(inspect.signature(net.forward).parameters))
+        data = DataLoader(DictSamples(x, y, input_name), batch_size=batch_size, shuffle=True)
+    elif fast_data:
+        data = (x, y)
+    else:
+        data = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
     marks: list = []
     # the bar between the clocks, as the raw loop's tqdm is inside its epoch timing
     callbacks = [EpochClock(marks, "begin"), ProgressBar(file=SINK), EpochClock(marks, "end")]
@@ -338,6 +359,8 @@ RUNNERS = {
     "kerastorch": run_kerastorch,
     "raw_sliced": lambda work, epochs: run_raw(work, epochs, sliced=True),
     "kt_dataloader": lambda work, epochs: run_kerastorch(work, epochs, fast_data=False),
+    "kt_dict": lambda work, epochs: run_kerastorch(work, epochs, fast_data=False,
+                                                   dict_batches=True),
     "kt_compile": lambda work, epochs: run_kerastorch(work, epochs, compile=True),
     "kt_cached": run_kerastorch_cached,
     "torchkeras": run_torchkeras,
@@ -347,7 +370,7 @@ RUNNERS = {
 
 def available_columns(args) -> tuple[list, list]:
     """The columns to run, and JSON records for the optional ones that cannot run."""
-    columns, skipped = ["raw", "kerastorch", "raw_sliced", "kt_dataloader"], []
+    columns, skipped = ["raw", "kerastorch", "raw_sliced", "kt_dataloader", "kt_dict"], []
     if args.compile:
         columns.append("kt_compile")
     if args.simulate_fix:
@@ -426,6 +449,9 @@ def _summarise(work: dict, runs: dict, failed: dict, args) -> list:
                "epochs_per_run": args.epochs, "repeats": args.repeats}
         if "setup_s" in column_runs[-1]:
             row["setup_s"] = statistics.median(r["setup_s"] for r in column_runs)
+        if column == "kt_dict" and "kt_dataloader" in measured:
+            # what a dict batch costs over a tuple batch on the same DataLoader path
+            row["ratio_to_kt_dataloader"] = wall / _medians(measured["kt_dataloader"])[0]
         if column == "kt_compile":
             warm = runs[column][0]  # the first compiled fit of the process pays compilation
             row["compile_s"] = warm["epoch_times"][0] + warm["setup_s"] - wall
@@ -552,7 +578,9 @@ def print_tables(records: list) -> None:
                   f"{r['cpu_ratio_to_raw']:6.3f} {r['spread']:4.0%} "
                   f"{r['cpu_min_ratio_to_raw']:6.3f} {r['final_loss']:19.16f} "
                   f"{r['final_acc']:9.6f} {same:>7} {setup}"
-                  + (f"  (+{r['compile_s']:.1f} s compiling, once)" if "compile_s" in r else ""))
+                  + (f"  (+{r['compile_s']:.1f} s compiling, once)" if "compile_s" in r else "")
+                  + (f"  ({r['ratio_to_kt_dataloader']:.3f}x kt_dataloader)"
+                     if "ratio_to_kt_dataloader" in r else ""))
     for r in records:
         if r["kind"] in ("skipped", "failed"):
             print(f"{r.get('workload', ''):8} {r['variant']:14} {r['kind']}: {r['reason']}")
