@@ -15,9 +15,10 @@ Columns (s/epoch and the ratio to ``raw``):
     raw_sliced      a raw loop that slices the tensors itself (replaying the
                     DataLoader's random draws, so the order is identical)
     kt_dataloader   fit(DataLoader, fast_data=False): Accelerate's prepared loader
-    kt_dict         the same DataLoader path with dict batches {"<input>": x, "label": y}
-                    (the net called as net(**inputs)); its ratio to kt_dataloader is
-                    what a dict batch costs over a tuple batch
+    raw_dict        the raw loop over a DataLoader of dict samples {"<input>": x,
+                    "label": y}, calling net(**inputs)
+    kt_dict         fit on that same dict DataLoader; "dict/tuple" is its CPU ratio to
+                    raw_dict over kt_dataloader's to raw: what a dict batch adds
     kt_compile      fit(..., compile=True) (with --compile); compile time apart
     kt_cached       kerastorch with Accelerate's per-step lookups cached (with
                     --simulate-fix): what the fix proposed in RESULTS.md saves
@@ -129,6 +130,18 @@ def weights_digest(net: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+class DictSamples(TensorDataset):
+    """A TensorDataset whose samples are dicts, as a HuggingFace dataset yields them."""
+
+    def __init__(self, x, y, input_name: str):
+        super().__init__(x, y)
+        self.input_name = input_name
+
+    def __getitem__(self, index):
+        x, y = super().__getitem__(index)
+        return {self.input_name: x, "label": y}
+
+
 # -- the raw loops ---------------------------------------------------------------------
 
 def sliced_batches(x, y, batch_size):
@@ -141,19 +154,29 @@ def sliced_batches(x, y, batch_size):
         yield x[index], y[index]
 
 
-def run_raw(work: dict, epochs: int, sliced: bool = False, probe=None) -> dict:
+def run_raw(work: dict, epochs: int, sliced: bool = False, probe=None,
+            dict_batches: bool = False) -> dict:
     """The hand-written loop; ``probe(epoch)`` (untimed) is called after each epoch."""
     net, optimizer, loss_fn, metric = fresh(work)
     x, y, batch_size = work["x"], work["y"], work["batch_size"]
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+    if dict_batches:
+        input_name = next(iter(inspect.signature(net.forward).parameters))
+        loader = DataLoader(DictSamples(x, y, input_name), batch_size=batch_size, shuffle=True)
+    else:
+        loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
     times, cpu_times = [], []
     for epoch in range(1, epochs + 1):
         start, cpu_start = time.perf_counter(), time.process_time()
         net.train()
         total, count = torch.zeros((), dtype=torch.float64), 0
         batches = sliced_batches(x, y, batch_size) if sliced else loader
-        for inputs, labels in tqdm(batches, total=len(loader), file=SINK):
-            preds = net(inputs)
+        for batch in tqdm(batches, total=len(loader), file=SINK):
+            if dict_batches:
+                labels = batch.pop("label")
+                preds = net(**batch)
+            else:
+                inputs, labels = batch
+                preds = net(inputs)
             loss = loss_fn(preds, labels)
             optimizer.zero_grad()
             loss.backward()
@@ -186,18 +209,6 @@ class EpochClock(Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.hook == "end":
             self.marks.append((time.perf_counter(), time.process_time()))
-
-
-class DictSamples(TensorDataset):
-    """A TensorDataset whose samples are dicts, as a HuggingFace dataset yields them."""
-
-    def __init__(self, x, y, input_name: str):
-        super().__init__(x, y)
-        self.input_name = input_name
-
-    def __getitem__(self, index):
-        x, y = super().__getitem__(index)
-        return {self.input_name: x, "label": y}
 
 
 def run_kerastorch(work: dict, epochs: int, fast_data: bool = True,
@@ -359,6 +370,7 @@ RUNNERS = {
     "kerastorch": run_kerastorch,
     "raw_sliced": lambda work, epochs: run_raw(work, epochs, sliced=True),
     "kt_dataloader": lambda work, epochs: run_kerastorch(work, epochs, fast_data=False),
+    "raw_dict": lambda work, epochs: run_raw(work, epochs, dict_batches=True),
     "kt_dict": lambda work, epochs: run_kerastorch(work, epochs, fast_data=False,
                                                    dict_batches=True),
     "kt_compile": lambda work, epochs: run_kerastorch(work, epochs, compile=True),
@@ -370,7 +382,8 @@ RUNNERS = {
 
 def available_columns(args) -> tuple[list, list]:
     """The columns to run, and JSON records for the optional ones that cannot run."""
-    columns, skipped = ["raw", "kerastorch", "raw_sliced", "kt_dataloader", "kt_dict"], []
+    columns, skipped = ["raw", "kerastorch", "raw_sliced", "kt_dataloader", "raw_dict",
+                        "kt_dict"], []
     if args.compile:
         columns.append("kt_compile")
     if args.simulate_fix:
@@ -449,9 +462,13 @@ def _summarise(work: dict, runs: dict, failed: dict, args) -> list:
                "epochs_per_run": args.epochs, "repeats": args.repeats}
         if "setup_s" in column_runs[-1]:
             row["setup_s"] = statistics.median(r["setup_s"] for r in column_runs)
-        if column == "kt_dict" and "kt_dataloader" in measured:
-            # what a dict batch costs over a tuple batch on the same DataLoader path
-            row["ratio_to_kt_dataloader"] = wall / _medians(measured["kt_dataloader"])[0]
+        if column == "kt_dict" and "raw_dict" in measured and "kt_dataloader" in measured:
+            # kerastorch's cost on dict batches, over the raw loop on the same dict loader,
+            # against its cost on tuple batches over the raw loop: what a dict batch adds
+            over_raw_dict = cpu / _medians(measured["raw_dict"])[1]
+            tuple_over_raw = _medians(measured["kt_dataloader"])[1] / raw_cpu
+            row["cpu_ratio_to_raw_dict"] = over_raw_dict
+            row["dict_vs_tuple"] = over_raw_dict / tuple_over_raw
         if column == "kt_compile":
             warm = runs[column][0]  # the first compiled fit of the process pays compilation
             row["compile_s"] = warm["epoch_times"][0] + warm["setup_s"] - wall
@@ -579,8 +596,8 @@ def print_tables(records: list) -> None:
                   f"{r['cpu_min_ratio_to_raw']:6.3f} {r['final_loss']:19.16f} "
                   f"{r['final_acc']:9.6f} {same:>7} {setup}"
                   + (f"  (+{r['compile_s']:.1f} s compiling, once)" if "compile_s" in r else "")
-                  + (f"  ({r['ratio_to_kt_dataloader']:.3f}x kt_dataloader)"
-                     if "ratio_to_kt_dataloader" in r else ""))
+                  + (f"  (cpu {r['cpu_ratio_to_raw_dict']:.3f}x raw_dict; dict/tuple "
+                     f"{r['dict_vs_tuple']:.3f})" if "dict_vs_tuple" in r else ""))
     for r in records:
         if r["kind"] in ("skipped", "failed"):
             print(f"{r.get('workload', ''):8} {r['variant']:14} {r['kind']}: {r['reason']}")

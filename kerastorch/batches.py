@@ -137,6 +137,8 @@ def structure_len(value: Any) -> int:
 
     A structure without tensors counts its items, anything else counts as 1.
     """
+    if isinstance(value, torch.Tensor) and value.ndim > 0:  # the common case, first
+        return int(value.shape[0])
     for tensor in _tensors(value):
         if tensor.ndim > 0:
             return int(tensor.shape[0])
