@@ -188,7 +188,9 @@ def summary(model: Any, *inputs: Any, input_data: Any = None,
 
     Returns:
         A DataFrame with columns ``layer``, ``type``, ``output_shape``, ``params``
-        (``output_shape`` includes the batch dimension).
+        (``output_shape`` includes the batch dimension); ``df.attrs`` holds
+        ``total_params``, ``trainable_params`` and ``non_trainable_params`` (the net's
+        parameters, each counted once).
 
     Raises:
         TypeError: ``model`` is neither a module nor a KerasModel; no example input,
@@ -206,7 +208,7 @@ def summary(model: Any, *inputs: Any, input_data: Any = None,
         layer   type output_shape  params
             0 Linear       (1, 4)      12
             1   ReLU       (1, 4)       0
-        Total params: 12  Trainable params: 12
+        Total params: 12  Trainable params: 12  Non-trainable params: 0
         >>> summary(model, torch.zeros(3, 2), input_data=torch.zeros(3, 2))
         Traceback (most recent call last):
         ...
@@ -269,9 +271,14 @@ def summary(model: Any, *inputs: Any, input_data: Any = None,
         for h in handles:
             h.remove()
     df = pd.DataFrame(rows, columns=["layer", "type", "output_shape", "params"])
+    # totals over the net's parameters, each counted once (a layer called twice has two
+    # rows, and a container's own parameters, such as a class token, have none)
+    total = sum(p.numel() for p in net.parameters())
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    df.attrs.update(total_params=total, trainable_params=trainable,
+                    non_trainable_params=total - trainable)
     if print_table:
-        total = sum(p.numel() for p in net.parameters())
-        trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
         print(df.to_string(index=False))
-        print(f"Total params: {total:,}  Trainable params: {trainable:,}")
+        print(f"Total params: {total:,}  Trainable params: {trainable:,}  "
+              f"Non-trainable params: {total - trainable:,}")
     return df

@@ -59,7 +59,7 @@ def test_param_counts_equal_the_hand_computed_per_layer_counts(capsys):
     assert df["params"].tolist() == [40, 0, 0, 1450, 20] == [conv, 0, 0, linear, bn]
     assert df["output_shape"].tolist() == [(2, 4, 6, 6), (2, 4, 6, 6), (2, 144), (2, 10), (2, 10)]
     assert df["params"].sum() == sum(p.numel() for p in net.parameters()) == 1510
-    assert "Total params: 1,510  Trainable params: 1,510" in capsys.readouterr().out
+    assert "Total params: 1,510  Trainable params: 1,510  Non-trainable params: 0" in capsys.readouterr().out
 
 
 def test_frozen_params_are_counted_in_the_table_but_not_as_trainable(capsys):
@@ -68,7 +68,7 @@ def test_frozen_params_are_counted_in_the_table_but_not_as_trainable(capsys):
         p.requires_grad_(False)
     df = summary(net, torch.randn(2, 1, 8, 8))
     assert df["params"].tolist() == [40, 0, 0, 1450, 20]
-    assert "Total params: 1,510  Trainable params: 1,470" in capsys.readouterr().out
+    assert "Total params: 1,510  Trainable params: 1,470  Non-trainable params: 40" in capsys.readouterr().out
 
 
 def test_a_keras_model_gives_the_same_table_as_its_net(capsys):
@@ -255,3 +255,35 @@ def test_wrong_kinds_are_type_errors_naming_argument_expected_and_received(call,
 def test_negative_input_shape_is_a_value_error():
     with pytest.raises(ValueError, match=r"input_shape=.*>= 0.*\(-1, 2\)"):
         summary(nn.Linear(2, 3), input_shape=(-1, 2))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "vit_b_16"])
+def test_parameter_counts_match_torchinfo_on_torchvision_models(arch):
+    """torchkeras's summary was reported wrong against torchinfo; ours must agree with it,
+    also with frozen layers and with parameters owned by a container (ViT's class token)."""
+    torchvision = pytest.importorskip("torchvision")
+    torchinfo = pytest.importorskip("torchinfo")
+    net = getattr(torchvision.models, arch)(weights=None)
+    for name, param in net.named_parameters():
+        if name.startswith(("conv1", "features.0", "conv_proj")):
+            param.requires_grad_(False)  # a frozen stem: non-trainable parameters
+    x = torch.zeros(1, 3, 224, 224)
+    df = summary(net, x, print_table=False)
+    stats = torchinfo.summary(net, input_data=x, verbose=0)
+    assert df.attrs["total_params"] == stats.total_params
+    assert df.attrs["trainable_params"] == stats.trainable_params
+    assert df.attrs["non_trainable_params"] == stats.total_params - stats.trainable_params > 0
+    # every leaf layer's row carries the parameters torchinfo gives that layer
+    leaf = {info.get_layer_name(False, False): info.num_params
+            for info in stats.summary_list if info.is_leaf_layer}
+    by_type = {}
+    for info in stats.summary_list:
+        if info.is_leaf_layer:
+            by_type.setdefault(info.class_name, []).append(info.num_params)
+    ours = {}
+    for row in df.itertuples():
+        ours.setdefault(row.type, []).append(row.params)
+    for kind, counts in by_type.items():
+        if kind in ours:
+            assert sorted(ours[kind]) == sorted(counts), kind
+    assert leaf  # torchinfo saw leaf layers at all
