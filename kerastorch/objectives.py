@@ -14,7 +14,7 @@ import torch
 from .batches import describe_keys, output_loss, plain
 
 __all__ = ["Objective", "check_loss_weights", "class_sample_weights", "class_weight_table",
-           "per_sample_loss", "weighted_mean"]
+           "element_normalizer", "per_sample_loss", "weighted_mean"]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -78,8 +78,8 @@ def per_sample_loss(loss_fn: Callable, name: str = "loss_fn") -> Tuple[Callable,
         "torch.nn loss, kerastorch.losses), or a function taking reduction='none'")
 
 
-def weighted_mean(values: torch.Tensor, sample_weight: torch.Tensor,
-                  reduction: str) -> torch.Tensor:
+def weighted_mean(values: torch.Tensor, sample_weight: torch.Tensor, reduction: str,
+                  normalizer: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Reduce per-element losses with one weight per sample.
 
     Each sample's loss is first averaged over its other dimensions (pixels,
@@ -88,7 +88,14 @@ def weighted_mean(values: torch.Tensor, sample_weight: torch.Tensor,
     every weight in the batch is 0), and ``"sum"`` gives ``sum(w * l)``. With all
     weights 1 the value and its gradient equal the unweighted mean's bit for bit,
     as long as the loss's per-element values do.
+
+    A ``normalizer`` (what each element counts in the loss's own mean, see
+    :func:`element_normalizer`) makes ``"mean"``/``"none"`` give
+    ``sum(w * l) / sum(w * n)`` over all elements instead, so targets at
+    ``ignore_index`` and class weights count as they do in the loss itself.
     """
+    if normalizer is not None and reduction != "sum":
+        return _normalized_mean(values, sample_weight, normalizer)
     values = values.reshape(values.shape[0], -1) if values.ndim > 1 else values.reshape(-1)
     if values.ndim > 1:
         values = values.sum(1) if reduction == "sum" else values.mean(1)
@@ -103,6 +110,36 @@ def weighted_mean(values: torch.Tensor, sample_weight: torch.Tensor,
     total = weight.sum()
     factor = torch.where(total > 0, values.shape[0] / total, torch.zeros_like(total))
     return (values * weight).mean() * factor
+
+
+def _normalized_mean(values, sample_weight, normalizer):
+    n = values.shape[0]
+    if sample_weight.shape[0] != n:
+        raise ValueError(f"the loss returned {n} per-sample values for "
+                         f"{sample_weight.shape[0]} sample weights")
+    weight = sample_weight.to(values.dtype)
+    sums = values.reshape(n, -1).sum(1)
+    counts = normalizer.to(values.dtype).reshape(n, -1).sum(1)
+    total = (weight * counts).sum()
+    return torch.where(total > 0, (weight * sums).sum() / total, torch.zeros_like(total))
+
+
+def element_normalizer(loss_fn: Any, labels: Any) -> Optional[torch.Tensor]:
+    """What each element counts in the mean of a loss that is not a plain mean, or None.
+
+    ``CrossEntropyLoss``/``NLLLoss`` with class-index targets average over the
+    targets that are not ``ignore_index``, each counting its class weight (a
+    token-classification batch padded with -100); their per-element values alone
+    cannot say so. Any other loss: None (every element counts 1).
+    """
+    if not isinstance(loss_fn, (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)) \
+            or not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+        return None
+    valid = labels != loss_fn.ignore_index
+    if loss_fn.weight is None:
+        return valid
+    classes = labels.clamp(0, loss_fn.weight.shape[0] - 1)
+    return torch.where(valid, loss_fn.weight[classes], torch.zeros_like(loss_fn.weight[0]))
 
 
 class Objective:
@@ -174,7 +211,8 @@ class Objective:
             name = "loss_fn" if key is None else f"loss_fn[{key!r}]"
             self._unreduced[key] = per_sample_loss(fn, name)
         unreduced, reduction = self._unreduced[key]
-        return weighted_mean(unreduced(preds, labels), sample_weight, reduction)
+        return weighted_mean(unreduced(preds, labels), sample_weight, reduction,
+                             element_normalizer(fn, labels))
 
     def _own_loss(self, preds, sample_weight):
         if sample_weight is not None:

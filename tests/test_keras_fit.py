@@ -116,6 +116,48 @@ def test_all_ones_weights_in_dict_batches_match_no_weights_closely():
         torch.testing.assert_close(sb[key], sa[key], rtol=1e-6, atol=1e-7)
 
 
+class TokenTagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x).transpose(1, 2)  # (N, classes, tokens), as CrossEntropyLoss wants
+
+
+@pytest.mark.parametrize("class_weights", [None, [1.0, 5.0, 0.5]])
+def test_sample_weights_count_ignored_tokens_and_class_weights_as_the_loss_does(class_weights):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 5, 4, generator=g)
+    tags = torch.randint(0, 3, (8, 5), generator=g)
+    tags[:, 3:] = -100  # padding, as HuggingFace token classification labels it
+    tags[0, 1:] = -100
+    w = torch.linspace(0.5, 2.0, 8)
+    cw = None if class_weights is None else torch.tensor(class_weights)
+
+    def rows(weights):
+        return [{"x": x[i], "y": tags[i], **({} if weights is None else
+                                             {"sample_weight": weights[i]})} for i in range(8)]
+
+    net = TokenTagger()
+    model = KerasModel(net, nn.CrossEntropyLoss(weight=cw))
+    plain = model.evaluate(DataLoader(rows(None), batch_size=8), quiet=True)["val_loss"]
+    ones = model.evaluate(DataLoader(rows(torch.ones(8)), batch_size=8), quiet=True)["val_loss"]
+    weighted = model.evaluate(DataLoader(rows(w), batch_size=3), quiet=True)["val_loss"]
+    with torch.no_grad():
+        losses = nn.functional.cross_entropy(net(x), tags, weight=cw, reduction="none")
+        counts = (tags != -100).float() * (1.0 if cw is None else cw[tags.clamp(min=0)])
+        expected_plain = losses.sum() / counts.sum()
+        per_batch = [((w[i:i + 3, None] * losses[i:i + 3]).sum()
+                      / (w[i:i + 3, None] * counts[i:i + 3]).sum(), w[i:i + 3].sum())
+                     for i in range(0, 8, 3)]
+    assert plain == pytest.approx(float(expected_plain), rel=1e-6)
+    assert ones == pytest.approx(plain, rel=1e-6)  # all-ones weights: the loss's own mean
+    expected = sum(float(loss * n) for loss, n in per_batch) / float(w.sum())
+    assert weighted == pytest.approx(expected, rel=1e-6)
+
+
 def test_zero_weights_for_half_the_samples_equal_training_on_the_other_half():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(32, 4, generator=g)
