@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import ScriptedScore
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from conftest import ScriptedScore
 from kerastorch import KerasModel
 from kerastorch.callbacks import Callback
 
