@@ -37,6 +37,7 @@ from .objectives import check_loss_weights, class_weight_table
 from .runners import EpochRunner, StepRunner
 from .scheduler import SchedulerStepper, check_scheduler, check_scheduler_for_fit
 from .state import load_fit_state, save_fit_state
+from .summary import summary
 from .userwarn import warn_user
 
 __all__ = ["KerasModel"]
@@ -120,6 +121,7 @@ class KerasModel:
         self.train_steps: Optional[int] = None
         self.validated = True  # whether the current epoch ran validation (validation_freq)
         self._validation_freq = 1
+        self._example_inputs = None  # the first batch's inputs of the last fit/evaluate
 
     # -- properties used by callbacks ---------------------------------------------
 
@@ -147,7 +149,7 @@ class KerasModel:
             class_weight: Optional[dict] = None, validation_split: float = 0.0,
             initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
             validation_steps: Optional[int] = None, validation_freq=1,
-            **unknown) -> pd.DataFrame:
+            validation_data=None, verbose=None, **unknown) -> pd.DataFrame:
         """Train for up to ``epochs`` epochs and return the history DataFrame.
 
         Each epoch trains on ``train_data``, then evaluates ``val_data`` (if given),
@@ -234,6 +236,10 @@ class KerasModel:
                 epoch numbers; epochs without validation have NaN ``val_`` columns and are
                 skipped by early stopping, checkpointing and an epoch scheduler that watch a
                 ``val_`` column. Defaults to 1.
+            validation_data: Keras's name for ``val_data``, for the Keras call
+                ``fit(X, y, validation_data=(X_val, y_val))``. Defaults to None.
+            verbose: Keras's ``verbose``: 0 is ``quiet=True``; 1, 2 or ``"auto"`` show the
+                progress bar. Defaults to None (``quiet`` decides).
 
         Returns:
             The history ``pandas.DataFrame``, one row per epoch; also ``self.history``.
@@ -260,7 +266,14 @@ class KerasModel:
         validation_steps = check_steps("validation_steps", validation_steps)
         self._validation_freq = check_validation_freq(validation_freq)
         class_table = class_weight_table(class_weight)
-        train_data, val_data = keras_xy(train_data, val_data)
+        quiet = _quiet_from_verbose(verbose, quiet)
+        if validation_data is not None:
+            if val_data is not None and not (is_arrays(train_data) and is_arrays(val_data)):
+                raise ValueError("val_data and validation_data (Keras's name for it) were both "
+                                 "given; pass the validation data once")
+            train_data, val_data = keras_xy(train_data, val_data)[0], validation_data
+        else:
+            train_data, val_data = keras_xy(train_data, val_data)
         train_dl, val_dl, train_weighted, val_weighted = self._fit_data(
             train_data, val_data, batch_size, shuffle, sample_weight, class_table,
             validation_split)
@@ -325,6 +338,7 @@ class KerasModel:
                                         "error": sys.exc_info()[1]})
             finally:
                 self.history = history.to_frame()
+                self._remember_inputs(train_epoch)
                 acc.unwrap_model(net, keep_fp32_wrapper=False)
         return self.history
 
@@ -353,15 +367,24 @@ class KerasModel:
 
     # -- evaluate / predict --------------------------------------------------------
 
-    def evaluate(self, val_data, quiet: bool = False, *, batch_size: int = 32) -> dict:
+    def evaluate(self, val_data, y=None, quiet: bool = False, *, batch_size: int = 32,
+                 verbose=None) -> dict:
         """Evaluate on ``val_data`` and return ``{"val_loss": ..., "val_<metric>": ...}`` floats.
 
         ``val_data`` takes what ``fit`` does, including an ``(X, y, sample_weight)``
-        triple; Keras's ``evaluate(X, y)`` works too. Uses the precision and device of
-        the last ``fit`` (or full precision).
+        triple; Keras's ``evaluate(X, y)`` works too (``y`` the labels; a bool there is
+        the older positional ``quiet``). Uses the precision and device of the last
+        ``fit`` (or full precision).
         """
-        if is_arrays(quiet) and is_arrays(val_data):  # Keras's evaluate(x, y)
-            val_data, quiet = keras_xy(val_data, quiet)[0], False
+        if isinstance(y, bool):  # evaluate(data, True): quiet given positionally
+            y, quiet = None, y
+        if y is not None:
+            if not (is_arrays(val_data) and is_arrays(y)):
+                raise TypeError(f"evaluate(x, y) takes two arrays; received "
+                                f"{type(val_data).__name__} and {type(y).__name__}. For other "
+                                "data pass evaluate(data) alone")
+            val_data = keras_xy(val_data, y)[0]
+        quiet = _quiet_from_verbose(verbose, quiet)
         check_bool("quiet", quiet)
         weighted = is_array_pair(val_data) and len(val_data) == 3
         val_dl = as_dataloader(val_data, batch_size=batch_size, shuffle=False, name="val_data",
@@ -370,7 +393,9 @@ class KerasModel:
         net, val_dl = acc.prepare(self.net, fast_loader(val_dl, acc))
         try:
             cbs = CallbackList([] if quiet else [ProgressBar()], model=self)
-            logs = self._make_epoch_runner(net, "val", None, cbs, weighted=weighted)(val_dl)
+            runner = self._make_epoch_runner(net, "val", None, cbs, weighted=weighted)
+            logs = runner(val_dl)
+            self._remember_inputs(runner)
         finally:
             acc.unwrap_model(net, keep_fp32_wrapper=False)
         return logs
@@ -429,6 +454,61 @@ class KerasModel:
             acc.unwrap_model(net, keep_fp32_wrapper=False)
         outputs = concat_outputs(outputs)
         return (outputs, concat_outputs(labels)) if with_labels else outputs
+
+    def summary(self, input_data=None, *, print_table: bool = True) -> pd.DataFrame:
+        """Keras's ``model.summary()``: the net's layers, output shapes and parameter counts.
+
+        Runs :func:`kerastorch.summary` on ``input_data`` (a tensor, a tuple of
+        positional inputs or a dict of keyword inputs), or, when None, on the inputs of
+        the first batch of the last ``fit`` or ``evaluate``.
+
+        Raises:
+            TypeError: no ``input_data`` and no fit/evaluate yet.
+        """
+        if input_data is None:
+            if self._example_inputs is None:
+                raise TypeError(
+                    "model.summary() needs an example input to trace output shapes: pass "
+                    "model.summary(input_data=one_batch_of_inputs), or call it after fit or "
+                    "evaluate, which remember their first batch")
+            input_data = self._example_inputs
+        return summary(self, input_data=input_data, print_table=print_table)
+
+    def __repr__(self) -> str:
+        """What a notebook cell shows: the net, loss, optimizer, metrics and training state."""
+        params = list(self.net.parameters())
+        total = sum(p.numel() for p in params)
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        group = self.optimizer.param_groups[0]
+        if isinstance(self.loss_fn, dict):
+            loss = "{" + ", ".join(f"{k!r}: {_short(v)}" for k, v in self.loss_fn.items()) + "}"
+            if self.loss_weights:
+                loss += f" weighted {self.loss_weights}"
+        else:
+            loss = "None (the net returns its loss)" if self.loss_fn is None \
+                else _short(self.loss_fn)
+        if self.history is None or self.history.empty:
+            state = "not fitted"
+        else:
+            last = self.history.iloc[-1]
+            shown = [c for c in ("train_loss", "val_loss") if c in self.history.columns]
+            state = f"fitted {len(self.history)} epoch(s); last " + ", ".join(
+                f"{c}={last[c]:.4g}" for c in shown)
+        lines = [
+            f"net:          {type(self.net).__name__} ({total:,} parameters, "
+            f"{trainable:,} trainable)",
+            f"loss_fn:      {loss}",
+            f"optimizer:    {type(self.optimizer).__name__} (lr={group.get('lr')})",
+            f"metrics:      {list(self.metrics_dict) or 'none'}",
+            f"lr_scheduler: {type(self.lr_scheduler).__name__ if self.lr_scheduler else 'none'}",
+            f"state:        {state}",
+        ]
+        return "KerasModel(\n" + "".join(f"  {line}\n" for line in lines) + ")"
+
+    def _remember_inputs(self, epoch_runner) -> None:
+        inputs = getattr(epoch_runner.step_runner, "example_inputs", None)
+        if inputs is not None:
+            self._example_inputs = inputs
 
     # -- checkpoints -----------------------------------------------------------------
 
@@ -525,6 +605,8 @@ class KerasModel:
                 train_data, val_data = validation_split_of(train_data, validation_split)
         train_weighted = sample_weight is not None
         val_weighted = is_array_pair(val_data) and len(val_data) == 3
+        # what the run directory predicts on: the validation data as fit resolved it
+        self._fit_val_data = tuple(val_data[:2]) if val_weighted else val_data
         train_dl = as_dataloader(train_data, batch_size=batch_size, shuffle=shuffle,
                                  name="train_data", weighted=train_weighted)
         val_dl = None if val_data is None else as_dataloader(
@@ -564,7 +646,8 @@ class KerasModel:
         cbs.extend(extra)
         if log_dir is not None:  # last: its confusion matrix sees the restored best weights
             cbs.append(RunDirectory(log_dir, monitor=monitor, mode=mode, arguments=arguments,
-                                    save_best=ckpt_path is not None))
+                                    save_best=ckpt_path is not None,
+                                    val_data=getattr(self, "_fit_val_data", None)))
         return cbs
 
     def expected_columns(self, has_val: bool) -> list:
@@ -629,3 +712,22 @@ def _to_host(tensor: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor
     if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
         tensor = tensor.to(dtype)
     return tensor
+
+
+def _quiet_from_verbose(verbose, quiet: bool) -> bool:
+    """``quiet`` from Keras's ``verbose`` (0 silent; 1, 2 or "auto" show the bar)."""
+    if verbose is None:
+        return quiet
+    if verbose not in (0, 1, 2, "auto") or isinstance(verbose, bool):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto' (Keras's values); received "
+                         f"{verbose!r}")
+    if quiet:
+        raise ValueError("quiet=True and verbose were both given; pass one (verbose=0 is "
+                         "quiet=True)")
+    return verbose == 0
+
+
+def _short(value) -> str:
+    """A loss's repr on one line, cut to a readable length."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."

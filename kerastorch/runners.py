@@ -115,6 +115,7 @@ class StepRunner:
         self._bare_optimizer = bare_optimizer(optimizer)
         self.batch_size = 1
         self.loss_parts: dict = {}
+        self.example_inputs: Any = None
         self._first_batch_checked = False
 
     # -- the overridable pieces, in the order a step uses them --------------------
@@ -174,6 +175,7 @@ class StepRunner:
             weights = from_classes if weights is None else weights * from_classes
         if not self._first_batch_checked:
             self._check_batch_types(inputs, labels, weights)
+            self.example_inputs = inputs  # a reference (no copy) for KerasModel.summary()
         if self.stage == "train":
             step = self.train_step
         else:

@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
+from ..batches import predictions_view
 from ..checks import check_bool, check_mode, check_monitor, check_path
 from ..evaluation import (check_class_names, class_names_of, classification_report,
                           confusion_matrix, predictions_and_classes)
@@ -291,6 +292,8 @@ class RunDirectory(Callback):
             return None
         outputs, labels = self.model.predict(val_data, with_labels=True,
                                              batch_size=self.arguments.get("batch_size", 32))
+        if self.model.loss_fn is None:  # a net returning its loss: classes from its logits
+            outputs = predictions_view(outputs)
         result = predictions_and_classes(outputs, labels, self.model.loss_fn)
         if isinstance(result, str):
             self.log.info("note: not a classification task (%s): no confusion matrix", result)
