@@ -71,4 +71,8 @@ def loader_generator(loader: Any) -> Optional[torch.Generator]:
     ``synchronized_generator`` (an attribute, not API), which exact resume must
     save and restore alongside the global RNG states.
     """
-    return getattr(loader, "synchronized_generator", None)
+    generator = getattr(loader, "synchronized_generator", None)
+    inner = getattr(loader, "loader", None)  # kerastorch's StepsPerEpoch/FirstBatches wrappers
+    if generator is None and inner is not None and inner is not loader:
+        return loader_generator(inner)
+    return generator

@@ -12,7 +12,9 @@ from accelerate.utils import DistributedType
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler,
                               SequentialSampler, TensorDataset, default_collate)
 
+from .accelerate_compat import loader_generator
 from .checks import check_bool
+from .state import get_rng_state, set_rng_state
 
 __all__ = ["FirstBatches", "StepsPerEpoch", "StructureDataset", "TensorBatches", "arrays_dataset",
            "as_dataloader", "hf_torch_dataset", "is_hf_dataset",
@@ -485,6 +487,12 @@ class StepsPerEpoch:
     loader where the last pass stopped; when the loader ends, a new pass over it (a new
     shuffle) continues the epoch. So no batch is skipped or repeated within a pass.
 
+    Its :meth:`kerastorch_state` (saved with the resumable state) is how far the
+    current pass of the loader got and the RNG states it started from; after
+    :meth:`load_kerastorch_state` the next epoch replays that pass's start (the same
+    shuffle), skips the batches already trained on and restores the RNG, so a
+    resumed run sees the batches an uninterrupted one would.
+
     Example:
         >>> batches = StepsPerEpoch([1, 2, 3], steps=2)
         >>> list(batches), list(batches), list(batches)
@@ -495,23 +503,66 @@ class StepsPerEpoch:
         self.loader = loader
         self.steps = steps
         self._iterator: Optional[Iterator] = None
+        self._position = 0  # batches taken from the current pass
+        self._pass_start: Optional[dict] = None  # RNG states when the current pass began
+        self._resume: Optional[dict] = None
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self) -> Iterator:
+        if self._resume is not None:
+            self._replay(self._resume)
+            self._resume = None
         for _ in range(self.steps):
             if self._iterator is None:
-                self._iterator = iter(self.loader)
+                self._new_pass()
             try:
                 batch = next(self._iterator)
             except StopIteration:
-                self._iterator = iter(self.loader)
+                self._new_pass()
                 try:
                     batch = next(self._iterator)
                 except StopIteration:
                     return  # an empty loader: the epoch reports that it got no batches
+            self._position += 1
             yield batch
+
+    def _new_pass(self) -> None:
+        self._pass_start = _rng_snapshot(self.loader)
+        self._iterator, self._position = iter(self.loader), 0
+
+    def _replay(self, state: dict) -> None:
+        if state["pass_start"] is None:
+            return
+        now = _rng_snapshot(self.loader)
+        _restore_rng(self.loader, state["pass_start"])
+        self._new_pass()
+        for _ in range(state["position"]):
+            next(self._iterator)  # the same shuffle, so these are the batches trained on
+        self._position = state["position"]
+        _restore_rng(self.loader, now)
+
+    def kerastorch_state(self) -> dict:
+        """Where the current pass of the loader is, for the resumable state."""
+        return {"position": self._position, "pass_start": self._pass_start}
+
+    def load_kerastorch_state(self, state: dict) -> None:
+        """Continue, from the next epoch on, where :meth:`kerastorch_state` was taken."""
+        self._iterator, self._resume = None, state
+
+
+def _rng_snapshot(loader: Any) -> dict:
+    generator = loader_generator(loader)
+    return {"rng": get_rng_state(),
+            "loader_generator": None if generator is None else generator.get_state()}
+
+
+def _restore_rng(loader: Any, snapshot: dict) -> None:
+    set_rng_state(snapshot["rng"])
+    generator = loader_generator(loader)
+    if generator is not None and snapshot["loader_generator"] is not None:
+        generator.set_state(snapshot["loader_generator"])
 
 
 class FirstBatches:

@@ -100,6 +100,8 @@ def save_fit_state(model, path: str, epoch: int, callbacks, train_dl) -> None:
     generator = loader_generator(train_dl)
     if generator is not None:
         extra["loader_generator"] = generator.get_state()
+    if hasattr(train_dl, "kerastorch_state"):  # steps_per_epoch: where the loader's pass is
+        extra["loader_position"] = train_dl.kerastorch_state()
     # every rank's RNG goes into rank 0's one file
     rng_states = gather_object([get_rng_state()]) if acc.num_processes > 1 \
         else [get_rng_state()]
@@ -128,6 +130,13 @@ def load_fit_state(model, path: str, callbacks, train_dl) -> int:
     generator = loader_generator(train_dl)
     if generator is not None and "loader_generator" in state["extra"]:
         generator.set_state(state["extra"]["loader_generator"])
+    position = state["extra"].get("loader_position")
+    if hasattr(train_dl, "load_kerastorch_state"):
+        if position is None:
+            warn_user("resume: the saved state has no loader position (it was saved without "
+                      "steps_per_epoch), so the loader starts a new pass")
+        else:
+            train_dl.load_kerastorch_state(position)
     if state["extra"].get("stopped"):
         # the saved run had finished by early stopping: resuming must not train on
         model.stop_training = True

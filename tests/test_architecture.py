@@ -59,12 +59,15 @@ FORBIDDEN = {
     "kerastorch.data": ("kerastorch.kerasmodel", "kerastorch.callbacks", "kerastorch.runners"),
     "kerastorch.files": ("kerastorch.",),
     "kerastorch.checks": ("kerastorch.",),
+    "kerastorch.batches": ("kerastorch.",),
+    "kerastorch.objectives": ("kerastorch.",),
     "kerastorch.diagnostics": ("kerastorch.kerasmodel", "kerastorch.runners",
                                "kerastorch.callbacks"),
 }
 # ...but these leaf helpers
 ALLOWED = {"kerastorch.losses": ("kerastorch.losses", "kerastorch.userwarn"),
-           "kerastorch.checks": ("kerastorch.userwarn",)}
+           "kerastorch.checks": ("kerastorch.userwarn",),
+           "kerastorch.objectives": ("kerastorch.batches",)}
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: _module(p))
