@@ -157,7 +157,8 @@ def concat_outputs(outputs: Sequence[Any]) -> Any:
 
     Tensors are concatenated (0-dim tensors stacked), tuples and lists item by
     item, mappings key by key (returned as dicts, a ``ModelOutput`` included),
-    ``None`` stays ``None``; any other value is collected into a list.
+    ``None`` stays ``None``; lists of plain values (a batch's strings) are joined into
+    one list, and any other value is collected into a list.
 
     Raises:
         ValueError: the batches' structures differ (naming where).
@@ -166,6 +167,8 @@ def concat_outputs(outputs: Sequence[Any]) -> Any:
         >>> out = concat_outputs([{"a": torch.zeros(2)}, {"a": torch.ones(1)}])
         >>> out["a"].tolist()
         [0.0, 0.0, 1.0]
+        >>> concat_outputs([(torch.ones(1), ["a", "b"]), (torch.zeros(1), ["c"])])[1]
+        ['a', 'b', 'c']
     """
     return _concat(list(outputs), "output")
 
@@ -184,6 +187,9 @@ def _concat(items: list, where: str) -> Any:
                 raise ValueError(f"{where} has keys {describe_keys(keys)} in the first batch "
                                  f"but {got} in another")
         return {k: _concat([i[k] for i in items], f"{where}[{k!r}]") for k in keys}
+    if isinstance(first, list) and not any(
+            isinstance(v, (torch.Tensor, Mapping, tuple, list)) for i in items for v in i):
+        return [v for item in items for v in item]  # per-sample values (strings, ids): joined
     if isinstance(first, (tuple, list)) and not hasattr(first, "_fields"):
         if any(not isinstance(i, (tuple, list)) or len(i) != len(first) for i in items):
             raise ValueError(f"{where} is a {type(first).__name__} of {len(first)} items in the "
