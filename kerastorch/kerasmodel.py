@@ -265,6 +265,7 @@ class KerasModel:
         steps_per_epoch = check_steps("steps_per_epoch", steps_per_epoch)
         validation_steps = check_steps("validation_steps", validation_steps)
         self._validation_freq = check_validation_freq(validation_freq)
+        self._val_columns = None  # the val_ columns, once a validation has run
         class_table = class_weight_table(class_weight)
         quiet = _quiet_from_verbose(verbose, quiet)
         if validation_data is not None:

@@ -74,7 +74,7 @@ def describe_fit_arguments(arguments: dict) -> dict:
     for name, value in arguments.items():
         if name in ("self", "unknown", "__class__"):
             continue
-        if name in ("train_data", "val_data"):
+        if name in ("train_data", "val_data", "validation_data", "sample_weight"):
             out[name] = _describe_data(value)
         elif name == "callbacks":
             out[name] = None if value is None else [type(cb).__name__ for cb in value]
@@ -131,6 +131,13 @@ def _jsonable(value: Any) -> Any:
     return _short_repr(value)
 
 
+def _shape(data: Any) -> Any:
+    """An array's shape as a list; a dict of arrays (Keras's multi-input x) key by key."""
+    if isinstance(data, dict):
+        return {str(k): _shape(v) for k, v in data.items()}
+    return list(np.shape(data))
+
+
 def _describe_data(data: Any) -> Any:
     if data is None:
         return None
@@ -140,7 +147,10 @@ def _describe_data(data: Any) -> Any:
         data = data.dataset
         out["dataset"] = type(data).__name__
     if isinstance(data, (tuple, list)):
-        out["shapes"] = [list(np.shape(d)) for d in data]
+        out["shapes"] = [_shape(d) for d in data]
+        return out
+    if isinstance(data, (np.ndarray, torch.Tensor)) or isinstance(data, dict):
+        out["shape"] = _shape(data)
         return out
     try:
         out["samples"] = len(data)

@@ -239,7 +239,7 @@ class StepRunner:
             with acc.autocast():
                 preds = plain(self.forward(inputs))
             if self.loss_fn is None:
-                loss, preds, labels = self._gathered_own_loss(preds, labels)
+                loss, preds, labels = self._gathered_own_loss(preds, labels, sample_weight)
             else:
                 # every process gets the whole batch, so loss and metrics need no later sync
                 if sample_weight is None:
@@ -257,11 +257,11 @@ class StepRunner:
         self.update_metrics(preds, labels)
         return self._step_logs(loss), {}
 
-    def _gathered_own_loss(self, preds, labels):
+    def _gathered_own_loss(self, preds, labels, sample_weight=None):
         """Validation with the net's own loss: each process's loss is a mean over its own
         samples, so it is gathered once per sample (padding duplicates dropped) and averaged."""
         acc = self.accelerator
-        loss = self._loss(preds, labels, None)
+        loss = self._loss(preds, labels, sample_weight)  # weights: a clear error, as in training
         self.loss_parts = {}
         view = predictions_view(preds)
         if acc.num_processes == 1:
