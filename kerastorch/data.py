@@ -596,7 +596,7 @@ class FirstBatches:
 
 
 def check_steps(name: str, value: Any) -> Optional[int]:
-    """None or an int >= 1, for ``steps_per_epoch``/``validation_steps``."""
+    """None or an int >= 1, for ``steps_per_epoch``/``validation_steps``/``validation_batch_size``."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -149,7 +149,8 @@ class KerasModel:
             class_weight: Optional[dict] = None, validation_split: float = 0.0,
             initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
             validation_steps: Optional[int] = None, validation_freq=1,
-            validation_data=None, verbose=None, **unknown) -> pd.DataFrame:
+            validation_data=None, verbose=None, validation_batch_size: Optional[int] = None,
+            **unknown) -> pd.DataFrame:
         """Train for up to ``epochs`` epochs and return the history DataFrame.
 
         Each epoch trains on ``train_data``, then evaluates ``val_data`` (if given),
@@ -240,6 +241,8 @@ class KerasModel:
                 ``fit(X, y, validation_data=(X_val, y_val))``. Defaults to None.
             verbose: Keras's ``verbose``: 0 is ``quiet=True``; 1, 2 or ``"auto"`` show the
                 progress bar. Defaults to None (``quiet`` decides).
+            validation_batch_size: batch size of the validation data when it is not already
+                a DataLoader. Defaults to None (``batch_size``).
 
         Returns:
             The history ``pandas.DataFrame``, one row per epoch; also ``self.history``.
@@ -264,6 +267,7 @@ class KerasModel:
         initial_epoch = check_initial_epoch(initial_epoch, epochs)
         steps_per_epoch = check_steps("steps_per_epoch", steps_per_epoch)
         validation_steps = check_steps("validation_steps", validation_steps)
+        check_steps("validation_batch_size", validation_batch_size)
         self._validation_freq = check_validation_freq(validation_freq)
         self._val_columns = None  # the val_ columns, once a validation has run
         class_table = class_weight_table(class_weight)
@@ -277,7 +281,7 @@ class KerasModel:
             train_data, val_data = keras_xy(train_data, val_data)
         train_dl, val_dl, train_weighted, val_weighted = self._fit_data(
             train_data, val_data, batch_size, shuffle, sample_weight, class_table,
-            validation_split)
+            validation_split, validation_batch_size)
         monitor = self._resolve_monitor(monitor, mode, has_val=val_dl is not None)
         check_scheduler_for_fit(self.lr_scheduler, self.lr_scheduler_interval,
                                 epochs - initial_epoch,
@@ -565,7 +569,7 @@ class KerasModel:
                 "metric_outputs": self.metric_outputs}
 
     def _fit_data(self, train_data, val_data, batch_size, shuffle, sample_weight, class_table,
-                  validation_split):
+                  validation_split, validation_batch_size=None):
         """The loaders of a fit, with Keras's sample_weight/class_weight/validation_split
         applied to array data: ``(train_dl, val_dl, train_weighted, val_weighted)``."""
         if (sample_weight is not None or class_table is not None) and self.loss_fn is None:
@@ -611,7 +615,8 @@ class KerasModel:
         train_dl = as_dataloader(train_data, batch_size=batch_size, shuffle=shuffle,
                                  name="train_data", weighted=train_weighted)
         val_dl = None if val_data is None else as_dataloader(
-            val_data, batch_size=batch_size, shuffle=False, name="val_data",
+            val_data, batch_size=batch_size if validation_batch_size is None
+            else validation_batch_size, shuffle=False, name="val_data",
             weighted=val_weighted)
         return train_dl, val_dl, train_weighted, val_weighted
 

@@ -205,3 +205,25 @@ def test_run_directory_of_keras_arrays_and_of_an_own_loss_net_has_a_confusion_ma
     assert report.loc[["0", "1"], "support"].sum() == 30
     log = (tmp_path / "own" / run / "log.log").read_text()
     assert not re.search(r"not a classification task", log)
+
+
+def test_validation_batch_size_sets_the_validation_batches_only():
+    x, y = _arrays()
+    seen = []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+
+        def forward(self, inputs):
+            seen.append((self.training, len(inputs)))
+            return self.linear(inputs)
+
+    model = KerasModel(Recorder(), nn.CrossEntropyLoss())
+    model.fit(x[:100], y[:100], validation_data=(x[100:], y[100:]), batch_size=25,
+              validation_batch_size=8, epochs=1, ckpt_path=None, quiet=True)
+    assert [n for training, n in seen if training] == [25, 25, 25, 25]
+    assert [n for training, n in seen if not training] == [8, 8, 4]
+    with pytest.raises(ValueError, match=r"validation_batch_size must be None or an int >= 1"):
+        model.fit(x, y, validation_batch_size=0, epochs=1, ckpt_path=None, quiet=True)
