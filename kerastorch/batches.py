@@ -167,7 +167,8 @@ def concat_outputs(outputs: Sequence[Any]) -> Any:
         >>> out = concat_outputs([{"a": torch.zeros(2)}, {"a": torch.ones(1)}])
         >>> out["a"].tolist()
         [0.0, 0.0, 1.0]
-        >>> concat_outputs([(torch.ones(1), ["a", "b"]), (torch.zeros(1), ["c"])])[1]
+        >>> scores, names = concat_outputs([(torch.ones(1), ["a", "b"]), (torch.zeros(1), ["c"])])
+        >>> names
         ['a', 'b', 'c']
     """
     return _concat(list(outputs), "output")
