@@ -353,7 +353,9 @@ class KerasModel:
         row = {"epoch": epoch, **train_epoch(train_dl), "lr": lr}
         self.validated = val_epoch is None or _validates(epoch, self._validation_freq)
         if val_epoch is not None and self.validated:
+            cbs.call("on_val_begin", epoch, dict(row))
             val_logs = val_epoch(val_dl)
+            cbs.call("on_val_end", epoch, dict(val_logs))
             self._val_columns = list(val_logs)
             row.update(val_logs)
         elif val_epoch is not None:  # validation_freq: this epoch has no validation

@@ -17,6 +17,8 @@ HOOKS = (
     "on_train_batch_end",
     "on_val_batch_begin",
     "on_val_batch_end",
+    "on_val_begin",
+    "on_val_end",
 )
 BATCH_HOOKS = tuple(h for h in HOOKS if "batch" in h)
 
@@ -104,6 +106,14 @@ class Callback:
 
     def on_train_batch_end(self, step: int, logs: Optional[dict] = None) -> None:
         """Called after each training step; ``logs`` values may be device tensors."""
+
+    def on_val_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        """Before the validation pass of ``epoch`` (after its training pass; only on epochs
+        that validate). ``logs`` holds the epoch's training logs."""
+
+    def on_val_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        """After the validation pass of ``epoch``, before ``on_epoch_end``; ``logs`` holds
+        the validation logs."""
 
     def on_val_batch_begin(self, step: int, logs: Optional[dict] = None) -> None:
         """Called before each validation step."""
