@@ -1,6 +1,6 @@
 """kerastorch: a Keras-style high-level trainer for PyTorch, built on Accelerate."""
 
-from . import callbacks, losses, metrics
+from . import callbacks, losses, metrics, schedules
 from .callbacks import (
     Callback,
     CSVLogger,
@@ -19,6 +19,7 @@ from .experiments import compare_losses
 from .kerasmodel import KerasModel
 from .plots import plot_confusion_matrix, plot_history, plot_predictions
 from .runners import EpochRunner, StepRunner
+from .seeding import seed_everything
 from .summary import summary
 from .version import __version__
 
@@ -46,5 +47,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_history",
     "plot_predictions",
+    "schedules",
+    "seed_everything",
     "summary",
 ]

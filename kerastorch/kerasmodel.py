@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import sys
@@ -36,7 +37,9 @@ from .metrics import fresh_metric
 from .objectives import check_loss_weights, class_weight_table
 from .runners import EpochRunner, StepRunner
 from .scheduler import SchedulerStepper, check_scheduler, check_scheduler_for_fit
-from .state import load_fit_state, save_fit_state
+from .schedules import Schedule
+from .lr_finder import LRFinderResult, check_range, lr_grid, range_test
+from .state import get_rng_state, load_fit_state, save_fit_state, set_rng_state
 from .summary import summary
 from .userwarn import warn_user
 
@@ -57,7 +60,10 @@ class KerasModel:
         optimizer: None means ``Adam(net.parameters(), lr=1e-3)``. Defaults to None.
         lr_scheduler: a ``torch.optim.lr_scheduler`` object; stepped once per epoch
             (``ReduceLROnPlateau`` receives the monitored value), or once per
-            optimizer step with ``lr_scheduler_interval="step"``. Defaults to None.
+            optimizer step with ``lr_scheduler_interval="step"``. Or a recipe from
+            :mod:`kerastorch.schedules` (``one_cycle``, ``warmup_cosine``), which each
+            fit builds for its own number of optimizer steps and steps per optimizer
+            step. Defaults to None.
         step_runner: a :class:`StepRunner` subclass to use instead of the class
             attribute ``step_runner_class``. Defaults to None.
         epoch_runner: an :class:`EpochRunner` subclass, likewise. Defaults to None.
@@ -103,9 +109,8 @@ class KerasModel:
         if optimizer is None:
             optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
         self.optimizer = check_optimizer(optimizer, net, loss_fn)
-        check_scheduler(lr_scheduler, lr_scheduler_interval)
-        self.lr_scheduler = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
+        self._set_scheduler(lr_scheduler)
         if step_runner is not None:
             self.step_runner_class = check_subclass(step_runner, StepRunner, "step_runner")
         if epoch_runner is not None:
@@ -150,7 +155,7 @@ class KerasModel:
             initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
             validation_steps: Optional[int] = None, validation_freq=1,
             validation_data=None, verbose=None, validation_batch_size: Optional[int] = None,
-            **unknown) -> pd.DataFrame:
+            lr_scheduler=None, **unknown) -> pd.DataFrame:
         """Train for up to ``epochs`` epochs and return the history DataFrame.
 
         Each epoch trains on ``train_data``, then evaluates ``val_data`` (if given),
@@ -243,6 +248,12 @@ class KerasModel:
                 progress bar. Defaults to None (``quiet`` decides).
             validation_batch_size: batch size of the validation data when it is not already
                 a DataLoader. Defaults to None (``batch_size``).
+            lr_scheduler: the same as ``KerasModel(..., lr_scheduler=...)``, set from this
+                fit on: a torch scheduler, or a :mod:`kerastorch.schedules` recipe such as
+                ``one_cycle(max_lr)``, which is built for this fit's number of optimizer
+                steps (``(epochs - initial_epoch)`` x batches per epoch / accumulation, per
+                process) and stepped after every optimizer step. Defaults to None (keep
+                the model's).
 
         Returns:
             The history ``pandas.DataFrame``, one row per epoch; also ``self.history``.
@@ -283,10 +294,13 @@ class KerasModel:
             train_data, val_data, batch_size, shuffle, sample_weight, class_table,
             validation_split, validation_batch_size)
         monitor = self._resolve_monitor(monitor, mode, has_val=val_dl is not None)
-        check_scheduler_for_fit(self.lr_scheduler, self.lr_scheduler_interval,
-                                epochs - initial_epoch,
-                                steps_per_epoch or loader_length(train_dl),
-                                gradient_accumulation_steps)
+        if lr_scheduler is not None:
+            self._set_scheduler(lr_scheduler)
+        if self.schedule is None:
+            check_scheduler_for_fit(self.lr_scheduler, self.lr_scheduler_interval,
+                                    epochs - initial_epoch,
+                                    steps_per_epoch or loader_length(train_dl),
+                                    gradient_accumulation_steps)
         state_path, resume_path = state_paths(ckpt_path, state_path, resume, save_state_every)
         for name, path in (("ckpt_path", ckpt_path), ("state_path", state_path)):
             if path is not None:
@@ -297,6 +311,10 @@ class KerasModel:
         acc = self._accelerator_for(mixed_precision, cpu, gradient_accumulation_steps)
         train_dl, val_dl = (fast_loader(dl, acc, enabled=fast_data) for dl in (train_dl, val_dl))
         net, optimizer, train_dl, val_dl = self._prepare(acc, train_dl, val_dl)
+        if self.schedule is not None:  # sized now: the prepared loader is this process's share
+            self.lr_scheduler = self.schedule.build(self.optimizer, _optimizer_steps(
+                epochs - initial_epoch, steps_per_epoch or loader_length(train_dl),
+                gradient_accumulation_steps, self.schedule))
         if steps_per_epoch is not None:
             train_dl = StepsPerEpoch(train_dl, steps_per_epoch)
         if validation_steps is not None and val_dl is not None:
@@ -462,6 +480,97 @@ class KerasModel:
         outputs = concat_outputs(outputs)
         return (outputs, concat_outputs(labels)) if with_labels else outputs
 
+    def lr_find(self, train_data, start_lr: float = 1e-7, end_lr: float = 10.0,
+                num_steps: int = 100, *, smooth: float = 0.98, diverge: Optional[float] = 4.0,
+                batch_size: int = 32, shuffle: bool = True, mixed_precision: str = "no",
+                cpu: bool = False, gradient_accumulation_steps: int = 1,
+                max_grad_norm: Optional[float] = None, fast_data: bool = True,
+                **unknown) -> LRFinderResult:
+        """fastai's learning-rate range test: one training step per learning rate, from
+        ``start_lr`` to ``end_lr`` in log steps, recording the loss.
+
+        The loss is smoothed with fastai's bias-corrected moving average (``smooth``)
+        and the run stops early once the smoothed loss passes ``diverge`` times its
+        best. The suggestion is the lr where the smoothed loss falls fastest against
+        log(lr) (see :func:`kerastorch.lr_finder.steepest`), the rule fastai and
+        Lightning use; a value somewhat below it is a common choice for ``fit``, and
+        ``one_cycle(max_lr=...)`` takes it as the peak.
+
+        Afterwards the net's weights and buffers, the optimizer (state and lr), the
+        scheduler, the AMP scaler and the RNG states are exactly what they were
+        before, bit for bit, also when the test fails or is interrupted.
+
+        Args:
+            train_data: what ``fit`` takes as ``train_data``.
+            start_lr: the first learning rate. Defaults to 1e-7.
+            end_lr: the last learning rate. Defaults to 10.
+            num_steps: the number of steps (one batch each; the loader restarts when it
+                ends). Defaults to 100.
+            smooth: the moving average's beta. Defaults to 0.98.
+            diverge: stop when the smoothed loss exceeds this times its best; None runs
+                every step. Defaults to 4.
+            batch_size, shuffle, mixed_precision, cpu, gradient_accumulation_steps,
+                max_grad_norm, fast_data: as in ``fit``.
+
+        Returns:
+            A :class:`kerastorch.lr_finder.LRFinderResult`: ``.history`` (lr, loss,
+            smoothed loss), ``.suggestion`` and ``.plot()``.
+        """
+        reject_unknown(unknown, "lr_find", inspect.signature(KerasModel.lr_find).parameters)
+        check_range(start_lr, end_lr, num_steps, smooth, diverge)
+        check_fit_args(1, mixed_precision, gradient_accumulation_steps, max_grad_norm)
+        for flag, value in (("shuffle", shuffle), ("cpu", cpu), ("fast_data", fast_data)):
+            check_bool(flag, value)
+        loader = as_dataloader(keras_xy(train_data, None)[0], batch_size=batch_size,
+                               shuffle=shuffle, name="train_data")
+        acc = self._accelerator_for(mixed_precision, cpu, gradient_accumulation_steps)
+        saved = self._snapshot(acc, loader)
+        net = None
+        try:
+            net, optimizer, batches = acc.prepare(self.net, self.optimizer,
+                                                  fast_loader(loader, acc, enabled=fast_data))
+            for module in loss_modules(self.loss_fn):
+                module.to(acc.device)
+            step = self.step_runner_class(net, self.loss_fn, acc, stage="train",
+                                          optimizer=optimizer, max_grad_norm=max_grad_norm,
+                                          **self._structure_kwargs())
+            net.train()
+            history = range_test(step, batches, lr_grid(start_lr, end_lr, num_steps),
+                                 self.optimizer, acc, beta=smooth, diverge=diverge)
+        finally:
+            if net is not None:
+                acc.unwrap_model(net, keep_fp32_wrapper=False)
+            self._restore(acc, loader, saved)
+        return LRFinderResult(history)
+
+    def _snapshot(self, acc, loader) -> dict:
+        """Everything a trial run changes, copied (state_dict() returns live references)."""
+        generators = [g for g in (getattr(loader, "generator", None),
+                                  getattr(getattr(loader, "sampler", None), "generator", None))
+                      if isinstance(g, torch.Generator)]
+        return {
+            "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            "training": self.net.training,
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": None if self.lr_scheduler is None
+            else copy.deepcopy(self.lr_scheduler.state_dict()),
+            "scaler": None if acc.scaler is None else copy.deepcopy(acc.scaler.state_dict()),
+            "rng": get_rng_state(),
+            "generators": [(g, g.get_state()) for g in generators],
+        }
+
+    def _restore(self, acc, loader, saved: dict) -> None:
+        self.net.load_state_dict(saved["net"])
+        self.net.train(saved["training"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if saved["scheduler"] is not None:
+            self.lr_scheduler.load_state_dict(saved["scheduler"])
+        if saved["scaler"] is not None:
+            acc.scaler.load_state_dict(saved["scaler"])
+        set_rng_state(saved["rng"])
+        for generator, state in saved["generators"]:
+            generator.set_state(state)
+
     def summary(self, input_data=None, *, print_table: bool = True) -> pd.DataFrame:
         """Keras's ``model.summary()``: the net's layers, output shapes and parameter counts.
 
@@ -507,6 +616,7 @@ class KerasModel:
             f"loss_fn:      {loss}",
             f"optimizer:    {type(self.optimizer).__name__} (lr={group.get('lr')})",
             f"metrics:      {list(self.metrics_dict) or 'none'}",
+            f"lr_scheduler: {self.schedule!r}" if self.schedule is not None else
             f"lr_scheduler: {type(self.lr_scheduler).__name__ if self.lr_scheduler else 'none'}",
             f"state:        {state}",
         ]
@@ -564,6 +674,16 @@ class KerasModel:
         for module in loss_modules(self.loss_fn):
             module.to(acc.device)  # moved, never wrapped in DDP
         return net, optimizer, train_dl, val_dl
+
+    def _set_scheduler(self, lr_scheduler) -> None:
+        """A torch scheduler is used as is; a ``schedules.Schedule`` is kept as
+        :attr:`schedule` and built by each fit, stepped per optimizer step."""
+        if isinstance(lr_scheduler, Schedule):
+            self.schedule, self.lr_scheduler = lr_scheduler, None
+            self.lr_scheduler_interval = "step"
+        else:
+            check_scheduler(lr_scheduler, self.lr_scheduler_interval)
+            self.schedule, self.lr_scheduler = None, lr_scheduler
 
     def _structure_kwargs(self) -> dict:
         """What every StepRunner of this model needs to read dict batches and outputs."""
@@ -739,3 +859,12 @@ def _short(value) -> str:
     """A loss's repr on one line, cut to a readable length."""
     text = " ".join(repr(value).split())
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _optimizer_steps(epochs: int, batches: Optional[int], grad_accum: int, schedule) -> int:
+    """How many optimizer steps a fit takes: per epoch, the batches over the accumulation
+    (rounded up: the last, partial accumulation of a pass steps too)."""
+    if batches is None:
+        raise ValueError(f"{schedule!r} needs the number of batches per epoch, and the training "
+                         "loader has no length (an IterableDataset): pass steps_per_epoch=")
+    return epochs * -(-batches // grad_accum)
