@@ -1,8 +1,13 @@
-"""Atomic checkpoint files: write to a temporary file, then rename over the target."""
+"""Atomic checkpoint files: write to a temporary file, then rename over the target.
+
+Weights are read weights-only: ``torch.save`` files with ``weights_only=True`` and
+safetensors files (which cannot hold code at all).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from typing import Any
@@ -10,10 +15,14 @@ from typing import Any
 import torch
 
 __all__ = ["atomic_open", "atomic_save", "remove_stale_temporaries", "load_weights_only", "load_state_dict_file",
-           "cpu_state_dict", "check_writable"]
+           "save_safetensors_file", "is_safetensors_file", "cpu_state_dict", "check_writable"]
 
 
 TMP_SUFFIX = ".kt-tmp"
+# safetensors metadata key: {"alias": "stored name"} for state-dict entries that are the
+# same tensor (tied weights), each stored once
+ALIASES_KEY = "kerastorch.aliases"
+SAFETENSORS_EXTRA = 'pip install safetensors (or pip install -e ".[onnx]")'
 
 
 @contextlib.contextmanager
@@ -113,16 +122,106 @@ def load_weights_only(path: str, what: str = "checkpoint") -> Any:
 
 
 def load_state_dict_file(path: str) -> dict:
-    """Load a state dict saved by :func:`atomic_save`, refusing pickled code.
+    """Load a state dict saved by :func:`atomic_save` or :func:`save_safetensors_file`.
+
+    A safetensors file is recognised by its ``.safetensors`` extension or by its header;
+    tied weights stored once come back under every name. Pickled code is refused.
 
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: the file is not a loadable weights-only state dict.
+        ImportError: a safetensors file, and the safetensors package is missing.
     """
+    path = os.fspath(path)
+    if os.path.isfile(path) and is_safetensors_file(path):
+        return _load_safetensors(path)
     state = load_weights_only(path, "checkpoint")
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path!r} holds a {type(state).__name__}, expected a state dict")
     return state
+
+
+def is_safetensors_file(path: str) -> bool:
+    """Whether ``path`` ends in ``.safetensors`` or starts like one (an 8-byte little-endian
+    header length, then the header's JSON ``{``)."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 8 + int.from_bytes(head[:8], "little") <= os.path.getsize(path)
+
+
+def _safetensors_module(path: str, verb: str):
+    try:
+        import safetensors.torch
+    except ImportError as exc:
+        raise ImportError(f"{verb} the safetensors file {path!r} needs the safetensors package: "
+                          f"{SAFETENSORS_EXTRA}") from exc
+    return safetensors
+
+
+def _load_safetensors(path: str) -> dict:
+    safetensors = _safetensors_module(path, "reading")
+    try:
+        with safetensors.safe_open(path, framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state = {name: f.get_tensor(name) for name in f.keys()}
+        aliases = json.loads(metadata.get(ALIASES_KEY, "{}"))
+        for alias, name in aliases.items():
+            state[alias] = state[name]
+    except Exception as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"could not load safetensors checkpoint {path!r} ({type(exc).__name__}: "
+                         f"{first_line}); the file is corrupt or not a safetensors file") from exc
+    return state
+
+
+def save_safetensors_file(state_dict: dict, path: str) -> None:
+    """Write ``state_dict`` to ``path`` in the safetensors format, atomically.
+
+    Tensors go to the CPU, contiguous. Entries that are the same tensor (tied weights)
+    are stored once and named in the header's ``kerastorch.aliases`` metadata, which
+    :func:`load_state_dict_file` reads back; other tensors that share memory are copied.
+
+    Raises:
+        ValueError: an entry is not a tensor (safetensors holds tensors only).
+        ImportError: the safetensors package is missing.
+    """
+    path = os.fspath(path)
+    safetensors = _safetensors_module(path, "writing")
+    tensors, aliases, first_name, storages = {}, {}, {}, set()
+    for name, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"safetensors files hold tensors only; state_dict entry {name!r} is a "
+                             f"{type(value).__name__}. Save it with format='torchscript' or save_ckpt")
+        view = _view_key(value)
+        if view is not None and view in first_name:
+            aliases[name] = first_name[view]
+            continue
+        tensor = value.detach().to("cpu").contiguous()
+        if view is not None:
+            first_name[view] = name
+            # safetensors refuses tensors sharing memory: a partial overlap is stored as a copy
+            tensor = tensor.clone() if view[:2] in storages else tensor
+            storages.add(view[:2])
+        tensors[name] = tensor
+    metadata = {"format": "pt"}
+    if aliases:
+        metadata[ALIASES_KEY] = json.dumps(aliases)
+    data = safetensors.torch.save(tensors, metadata=metadata)
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def _view_key(tensor: torch.Tensor):
+    """What makes two state-dict entries the same tensor: storage, offset, shape, strides, dtype."""
+    if tensor.numel() == 0 or tensor.device.type == "meta":
+        return None
+    return (str(tensor.device), tensor.untyped_storage().data_ptr(), tensor.storage_offset(),
+            tuple(tensor.shape), tensor.stride(), tensor.dtype)
 
 
 def cpu_state_dict(net: torch.nn.Module) -> dict:

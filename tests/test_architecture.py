@@ -9,7 +9,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "kerastorch"
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 OPTIONAL = ("matplotlib", "IPython", "tensorboard", "torch.utils.tensorboard", "wandb", "mlflow",
-            "transformers", "datasets", "onnx", "onnxruntime", "scipy")
+            "transformers", "datasets", "onnx", "onnxruntime", "onnxscript", "safetensors", "scipy")
 
 
 def _module(path: Path) -> str:

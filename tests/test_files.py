@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from kerastorch.files import TMP_SUFFIX, atomic_open, atomic_save, load_state_dict_file
+from kerastorch.files import (TMP_SUFFIX, atomic_open, atomic_save, load_state_dict_file,
+                              save_safetensors_file)
 
 
 def _dead_pid() -> int:
@@ -61,3 +62,30 @@ def test_checkpoint_write_failure_leaves_previous_best_intact(tmp_path, monkeypa
     monkeypatch.setattr(torch, "save", real_save)
     assert torch.equal(load_state_dict_file(str(path))["w"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temp file left behind
+
+
+def test_safetensors_files_load_by_extension_or_by_their_header(tmp_path):
+    pytest.importorskip("safetensors")
+    state = {"w": torch.arange(6.0).reshape(2, 3).t(), "n": torch.tensor([3], dtype=torch.int64)}
+    for name in ("w.safetensors", "w.bin"):
+        save_safetensors_file(state, str(tmp_path / name))
+        loaded = load_state_dict_file(str(tmp_path / name))
+        assert sorted(loaded) == ["n", "w"]
+        assert all(torch.equal(loaded[k], state[k]) and loaded[k].dtype == state[k].dtype
+                   for k in state)
+    atomic_save(state, str(tmp_path / "w.pt"))  # torch.save files are not mistaken for one
+    assert torch.equal(load_state_dict_file(str(tmp_path / "w.pt"))["w"], state["w"])
+
+
+def test_a_garbled_or_missing_safetensors_file_is_a_clear_error(tmp_path):
+    pytest.importorskip("safetensors")
+    path = tmp_path / "w.safetensors"
+    save_safetensors_file({"w": torch.ones(4)}, str(path))
+    path.write_bytes(path.read_bytes()[:-7])  # truncated
+    with pytest.raises(ValueError, match="could not load safetensors checkpoint"):
+        load_state_dict_file(str(path))
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="could not load safetensors checkpoint"):
+        load_state_dict_file(str(path))
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        load_state_dict_file(str(tmp_path / "missing.safetensors"))
