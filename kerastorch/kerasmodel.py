@@ -38,6 +38,7 @@ from .objectives import check_loss_weights, class_weight_table
 from .runners import EpochRunner, StepRunner
 from .scheduler import SchedulerStepper, check_scheduler, check_scheduler_for_fit
 from .schedules import Schedule
+from .export import export as export_net
 from .lr_finder import LRFinderResult, check_range, lr_grid, range_test
 from .state import get_rng_state, load_fit_state, save_fit_state, set_rng_state
 from .summary import summary
@@ -542,6 +543,16 @@ class KerasModel:
                 acc.unwrap_model(net, keep_fp32_wrapper=False)
             self._restore(acc, loader, saved)
         return LRFinderResult(history)
+
+    def export(self, path, example_input=None, *, format: str = "onnx") -> str:
+        """Write the net for serving: ``"onnx"`` (dynamic batch dimension),
+        ``"torchscript"`` or ``"safetensors"`` (the weights, which :meth:`load_ckpt`
+        reads back). See :func:`kerastorch.export.export`.
+
+        Returns:
+            What wrote the file, e.g. ``"torch.onnx.export(dynamo=True)"``.
+        """
+        return export_net(self, path, example_input, format=format)
 
     def _snapshot(self, acc, loader) -> dict:
         """Everything a trial run changes, copied (state_dict() returns live references)."""

@@ -59,21 +59,30 @@ def smoothed(losses: Iterable[float], beta: float) -> np.ndarray:
 
 
 def steepest(lrs: np.ndarray, losses: np.ndarray) -> Optional[float]:
-    """The suggestion: the lr where the smoothed loss falls fastest against log(lr).
+    """The suggestion: the lr where the smoothed loss falls fastest against log(lr),
+    on its way down to its minimum.
 
-    The slope is ``numpy.gradient`` of the smoothed loss over ``log10(lr)``; the
-    first tenth of the points (at least 2) and the last point are left out, where
-    the average is still settling and where the run diverged, as Lightning does.
-    None when fewer than 5 points remain.
+    The slope is ``numpy.gradient`` of the smoothed loss over ``log10(lr)``. The
+    first tenth of the points (at least 2) are left out, where the average is still
+    settling, and so is everything from the smoothed loss's minimum on: past it the
+    run is diverging, and a loss falling back after a spike is not a good lr.
+    None when fewer than 3 points remain.
+
+    Example:
+        >>> lrs = np.geomspace(1e-4, 1, 50)
+        >>> losses = 1 / (1 + np.exp(4 * (np.log10(lrs) + 2)))  # falls fastest at 1e-2
+        >>> 0.008 < steepest(lrs, losses) < 0.012
+        True
     """
     lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
     finite = np.isfinite(losses)
     lrs, losses = lrs[finite], losses[finite]
     skip = max(2, len(lrs) // 10)
-    if len(lrs) - skip - 1 < 5:
+    end = int(np.argmin(losses)) + 1 if len(losses) else 0
+    if end - skip < 3:
         return None
     slope = np.gradient(losses, np.log10(lrs))
-    index = skip + int(np.argmin(slope[skip:-1]))
+    index = skip + int(np.argmin(slope[skip:end]))
     return float(lrs[index])
 
 

@@ -247,7 +247,11 @@ def test_steepest_skips_the_settling_start_and_needs_enough_points():
     lrs = np.geomspace(1e-4, 1, 50)
     losses = 1 / (1 + np.exp(4 * (np.log10(lrs) + 2)))  # a sigmoid falling fastest at 1e-2
     assert steepest(lrs, losses) == pytest.approx(1e-2, rel=0.25)
-    assert steepest(lrs[:6], losses[:6]) is None
+    # a loss that falls back after a spike past its minimum is not a suggestion
+    spiked = np.concatenate([losses, [5.0, 4.0, 3.0, 2.0]])
+    assert steepest(np.geomspace(1e-4, 10, 54), spiked) == pytest.approx(
+        steepest(np.geomspace(1e-4, 10, 54)[:50], losses))
+    assert steepest(lrs, losses[::-1]) is None  # rising from the start: nothing to suggest
 
 
 # -- seed_everything --------------------------------------------------------------------
