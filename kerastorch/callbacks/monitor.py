@@ -99,12 +99,18 @@ class MonitorCallback(Callback):
         An epoch whose loss is NaN or inf is never best, whatever the monitored
         metric says (NaN logits can still score an accuracy).
         """
+        score = self.eligible_score(logs)
+        if score is not None and self.is_improvement(score):
+            self.best, self.best_epoch = score, epoch
+            return True
+        return False
+
+    def eligible_score(self, logs: dict) -> Optional[float]:
+        """``logs[monitor]`` when it may count at all: finite, from an epoch whose losses
+        are finite; None otherwise (the rule :meth:`update_best` and rankings share)."""
         score = self.get_score(logs)
         validated = getattr(self.model, "validated", True)
         losses_finite = all(math.isfinite(v) for k, v in logs.items()
                             if k.endswith("_loss") and isinstance(v, float)
                             and (validated or not k.startswith("val_")))
-        if losses_finite and self.is_improvement(score):
-            self.best, self.best_epoch = score, epoch
-            return True
-        return False
+        return score if losses_finite and math.isfinite(score) else None
