@@ -36,13 +36,17 @@ class LambdaCallback(Callback):
     are the ``on_val_...`` hooks around ``fit``'s validation pass.
 
     Args:
-        on_fit_begin, on_fit_end: called with ``(logs)``. Default to None.
-        on_epoch_begin, on_epoch_end: called with ``(epoch, logs)``. Default to None.
-        on_train_batch_begin, on_train_batch_end: called with ``(step, logs)``.
-            Default to None.
-        on_val_batch_begin, on_val_batch_end: called with ``(step, logs)``.
-            Default to None.
-        on_val_begin, on_val_end: called with ``(epoch, logs)``. Default to None.
+        on_fit_begin: called with ``(logs)`` before the first epoch. Defaults to None.
+        on_fit_end: called with ``(logs)`` after the fit. Defaults to None.
+        on_epoch_begin: called with ``(epoch, logs)``. Defaults to None.
+        on_epoch_end: called with ``(epoch, logs)``, the epoch's row. Defaults to None.
+        on_train_batch_begin: called with ``(step, logs)``. Defaults to None.
+        on_train_batch_end: called with ``(step, logs)``. Defaults to None.
+        on_val_batch_begin: called with ``(step, logs)``. Defaults to None.
+        on_val_batch_end: called with ``(step, logs)``. Defaults to None.
+        on_val_begin: called with ``(epoch, logs)`` before the validation pass.
+            Defaults to None.
+        on_val_end: called with ``(epoch, logs)`` after it. Defaults to None.
         **keras_names: Keras's names above, each mapped to ours.
 
     Attributes:
