@@ -140,9 +140,10 @@ class LRFinderResult:
         """The smoothed loss against the learning rate (log scale), with the suggestion marked.
 
         Returns:
-            A matplotlib ``Figure``.
+            A matplotlib ``Figure``, made through pyplot so a notebook shows it (end the
+            cell with ``;`` to show it once).
         """
-        fig = new_figure((6, 4), pyplot=False)
+        fig = new_figure((6, 4), pyplot=True)  # shown inline in a notebook, like plot_history
         ax = fig.add_subplot()
         ax.plot(self.history["lr"], self.history["smoothed_loss"], label="smoothed loss")
         ax.set_xscale("log")

@@ -69,6 +69,14 @@ def test_quickstart_notebook_executes_and_shows_curves_and_history(this_python_k
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 600
     assert not [o for o in fit.outputs if o["output_type"] == "error"]
 
+    # lr_find prints a suggestion and shows its curve; the fit then uses it as one-cycle's peak
+    finder = cells["finder = model.lr_find((x_train, y_train), batch_size=64)"]
+    (printed,) = [o for o in finder.outputs if o["output_type"] == "stream"]
+    suggestion = float(printed["text"].split(":")[1])
+    assert 1e-4 < suggestion < 1.0
+    (curve,) = _outputs(finder, "image/png")
+    assert _png(curve).ndim == 3
+
     # the history table is displayed, with one row per epoch that ran
     (table,) = _outputs(cells["history"], "text/html")
     html = table["data"]["text/html"]
