@@ -128,6 +128,7 @@ class KerasModel:
         self.validated = True  # whether the current epoch ran validation (validation_freq)
         self._validation_freq = 1
         self._example_inputs = None  # the first batch's inputs of the last fit/evaluate
+        self.fit_arguments: Optional[dict] = None  # the running fit's arguments, for loggers
 
     # -- properties used by callbacks ---------------------------------------------
 
@@ -266,6 +267,7 @@ class KerasModel:
             TypeError, ValueError: bad arguments, detected before the first batch.
         """
         arguments = dict(locals())  # recorded in the run directory's hparams.json
+        self.fit_arguments = arguments  # what logger callbacks (MLflow) record
         reject_unknown(unknown, "fit", self._fit_keywords())
         for flag in FLAGS:
             check_bool(flag, arguments[flag])
@@ -510,8 +512,13 @@ class KerasModel:
             smooth: the moving average's beta. Defaults to 0.98.
             diverge: stop when the smoothed loss exceeds this times its best; None runs
                 every step. Defaults to 4.
-            batch_size, shuffle, mixed_precision, cpu, gradient_accumulation_steps,
-                max_grad_norm, fast_data: as in ``fit``.
+            batch_size: as in ``fit``. Defaults to 32.
+            shuffle: as in ``fit``. Defaults to True.
+            mixed_precision: as in ``fit``. Defaults to "no".
+            cpu: as in ``fit``. Defaults to False.
+            gradient_accumulation_steps: as in ``fit``. Defaults to 1.
+            max_grad_norm: as in ``fit``. Defaults to None.
+            fast_data: as in ``fit``. Defaults to True.
 
         Returns:
             A :class:`kerastorch.lr_finder.LRFinderResult`: ``.history`` (lr, loss,
