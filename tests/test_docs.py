@@ -43,3 +43,16 @@ def test_readme_opens_with_the_two_commands_ci_runs():
     setup = first_block[0].split(" && python examples/")[0]
     assert setup in ci
     assert first_block[1].split("&& ", 1)[1] in ci
+
+
+def test_readme_recipes_block_runs(tmp_path, monkeypatch):
+    """Every recipe in the README's Recipes section runs and its asserts hold."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)  # MLflow and friends write nothing into the repository
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Recipes", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(block, "README-recipes", "exec"), namespace)
+    assert len(namespace["history"]) == 3
+    assert len(namespace["finder"].history) > 10
