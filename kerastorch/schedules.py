@@ -12,9 +12,9 @@ Example:
     >>> w = torch.nn.Parameter(torch.zeros(1))
     >>> opt = torch.optim.SGD([w], lr=0.1)
     >>> sched = warmup_cosine(warmup=2).build(opt, total_steps=6)
-    >>> lrs = []
+    >>> group, lrs = opt.param_groups[0], []
     >>> for _ in range(6):
-    ...     lrs.append(round(opt.param_groups[0]["lr"], 4)); opt.step(); sched.step()
+    ...     lrs.append(round(group["lr"], 4)); opt.step(); sched.step()
     >>> lrs
     [0.0, 0.05, 0.1, 0.075, 0.025, 0.0]
 """
