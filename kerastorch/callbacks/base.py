@@ -59,6 +59,14 @@ class Callback:
         """
         return type(self).__qualname__
 
+    def uses_hook(self, hook: str) -> bool:
+        """Whether this instance needs ``hook`` called, given that its class overrides it.
+
+        A class whose batch hook only matters for some settings returns False for the
+        others, so the loop does not call it per batch (the default: True).
+        """
+        return True
+
     def is_writer(self) -> bool:
         """True on the process that writes files and draws: the main one, or any
         process when the callback is used without a model."""
@@ -123,7 +131,9 @@ class Callback:
 
 
 def _overrides(callback: Callback, hook: str) -> bool:
-    return getattr(type(callback), hook, None) is not getattr(Callback, hook)
+    if getattr(type(callback), hook, None) is getattr(Callback, hook):
+        return False
+    return callback.uses_hook(hook)
 
 
 class CallbackList:

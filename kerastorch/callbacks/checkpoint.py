@@ -139,6 +139,10 @@ class ModelCheckpoint(MonitorCallback):
         self.best_k_models = dict(state.get("best_k_models", {}))
         self.optimizer_steps = state.get("optimizer_steps", 0)
 
+    def uses_hook(self, hook: str) -> bool:
+        # without every_n_steps the per-batch hook has nothing to do: keep it off the loop
+        return hook != "on_train_batch_end" or self.every_n_steps is not None
+
     def on_train_batch_end(self, step, logs=None):
         if self.every_n_steps is None:
             return

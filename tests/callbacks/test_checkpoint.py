@@ -335,3 +335,14 @@ def test_top_k_and_step_misuse(kwargs, error, message):
 def test_save_top_k_0_needs_no_filepath():
     assert ModelCheckpoint(None, save_top_k=0).save_top_k == 0
     assert ModelCheckpoint(None).best_model_path is None
+
+
+def test_the_per_batch_hook_runs_only_with_every_n_steps():
+    """fit's own checkpoint must not put a call on every batch (it has nothing to do there)."""
+    from kerastorch.callbacks import CallbackList
+
+    assert not CallbackList([ModelCheckpoint(None)]).wants("on_train_batch_end")
+    assert not CallbackList([ModelCheckpoint("best.pt", save_top_k=3)]).wants(
+        "on_train_batch_end")
+    assert CallbackList([ModelCheckpoint("best.pt", every_n_steps=5)]).wants(
+        "on_train_batch_end")
