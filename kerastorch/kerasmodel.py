@@ -129,6 +129,7 @@ class KerasModel:
         self._validation_freq = 1
         self._example_inputs = None  # the first batch's inputs of the last fit/evaluate
         self.fit_arguments: Optional[dict] = None  # the running fit's arguments, for loggers
+        # (set while fit runs, None after it)
 
     # -- properties used by callbacks ---------------------------------------------
 
@@ -365,6 +366,7 @@ class KerasModel:
             finally:
                 self.history = history.to_frame()
                 self._remember_inputs(train_epoch)
+                self.fit_arguments = None  # holds the data and the model itself: not kept
                 acc.unwrap_model(net, keep_fp32_wrapper=False)
         return self.history
 
