@@ -13,7 +13,8 @@ from .userwarn import warn_user
 
 
 __all__ = ["check_bool", "check_callbacks", "check_fit_args", "check_initial_epoch",
-           "check_label_keys", "check_loss_fn", "check_metrics", "check_validation_freq",
+           "check_label_keys", "check_loss_fn", "check_metrics", "check_steps",
+           "check_validation_freq",
            "loss_modules",
            "check_mode", "check_monitor", "check_net", "check_optimizer",
            "check_optimizer_params", "check_patience", "check_path",
@@ -218,6 +219,15 @@ def check_label_keys(label_keys) -> tuple:
         raise TypeError(f"label_keys must be a non-empty list of str keys; received "
                         f"{type(label_keys).__name__} {label_keys!r}")
     return tuple(label_keys)
+
+
+def check_steps(name: str, value) -> Optional[int]:
+    """None or an int >= 1, for ``steps_per_epoch``/``validation_steps``/``validation_batch_size``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be None or an int >= 1; received {value!r}")
+    return value
 
 
 def check_validation_freq(validation_freq):

@@ -13,12 +13,14 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset
                               SequentialSampler, TensorDataset, default_collate)
 
 from .accelerate_compat import loader_generator
+from .batches import map_tensors
 from .checks import check_bool
 from .state import get_rng_state, set_rng_state
 
 __all__ = ["FirstBatches", "StepsPerEpoch", "StructureDataset", "TensorBatches", "arrays_dataset",
            "as_dataloader", "hf_torch_dataset", "is_hf_dataset",
-           "as_tensor", "check_sample_weights", "check_steps", "fast_loader", "is_array_pair",
+           "arrays_len", "as_tensor", "check_sample_weights", "fast_loader", "is_array_pair",
+           "is_weighted_arrays",
            "is_arrays", "keras_xy", "validation_split_of"]
 
 
@@ -56,8 +58,9 @@ def is_arrays(obj: Any) -> bool:
     return False
 
 
-def _arrays_len(obj: Any) -> int:
-    return len(obj) if _is_array_like(obj) else _arrays_len(next(iter(obj.values())))
+def arrays_len(obj: Any) -> int:
+    """The number of samples of an array, or of a dict of arrays (its first entry's)."""
+    return len(obj) if _is_array_like(obj) else arrays_len(next(iter(obj.values())))
 
 
 def _tensors_of(obj: Any, name: str) -> Any:
@@ -87,19 +90,13 @@ class StructureDataset(Dataset):
 
     def __init__(self, *items: Any):
         self.items = items
-        self.length = _arrays_len(items[0])
+        self.length = arrays_len(items[0])
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> tuple:
-        return tuple(_index(item, index) for item in self.items)
-
-
-def _index(item: Any, index: int) -> Any:
-    if isinstance(item, Mapping):
-        return {k: _index(v, index) for k, v in item.items()}
-    return item[index]
+        return tuple(map_tensors(lambda t: t[index], item) for item in self.items)
 
 
 def keras_xy(train_data: Any, val_data: Any) -> tuple:
@@ -114,7 +111,7 @@ def keras_xy(train_data: Any, val_data: Any) -> tuple:
         TypeError: ``train_data`` is an array without labels.
     """
     if is_arrays(train_data) and is_arrays(val_data):
-        n_x, n_y = _arrays_len(train_data), _arrays_len(val_data)
+        n_x, n_y = arrays_len(train_data), arrays_len(val_data)
         if n_x != n_y:
             raise ValueError(
                 f"fit received two arrays of different lengths, {n_x} and {n_y} samples; did "
@@ -130,6 +127,11 @@ def keras_xy(train_data: Any, val_data: Any) -> tuple:
             f"val_data is {_describe(val_data)} of inputs without labels; did you mean "
             "val_data=(X_val, y_val)?")
     return train_data, val_data
+
+
+def is_weighted_arrays(data: Any) -> bool:
+    """``(X, y, sample_weight)``: Keras's weighted validation data."""
+    return is_array_pair(data) and len(data) == 3
 
 
 def is_array_pair(data: Any) -> bool:
@@ -149,7 +151,7 @@ def validation_split_of(arrays: tuple, validation_split: Any) -> tuple:
             or not 0 < validation_split < 1:
         raise ValueError(f"validation_split must be a float between 0 and 1 (exclusive); "
                          f"received {validation_split!r}")
-    n = _arrays_len(arrays[0])
+    n = arrays_len(arrays[0])
     split_at = int(math.floor(n * (1.0 - validation_split)))
     if split_at in (0, n):
         raise ValueError(f"validation_split={validation_split} leaves no samples for "
@@ -221,7 +223,7 @@ def _as_dataloader(data: Any, *, batch_size: int, shuffle: bool, name: str,
     if is_array_pair(data) and (len(data) == 2 or weighted):
         items = [_tensors_of(item, f"{name}[{i}]") for i, item in enumerate(data)]
         if weighted:
-            items[2] = check_sample_weights(items[2], _arrays_len(items[0]), f"{name}[2]")
+            items[2] = check_sample_weights(items[2], arrays_len(items[0]), f"{name}[2]")
         parts = ("X", "y", "sample_weight")
         lengths = [entry for i, item in enumerate(items) for entry in _lengths(item, parts[i])]
         if len({n for _, n in lengths}) > 1:
@@ -593,12 +595,3 @@ class FirstBatches:
             close = getattr(iterator, "close", None)
             if close is not None:  # lets a prepared loader run its end-of-pass bookkeeping
                 close()
-
-
-def check_steps(name: str, value: Any) -> Optional[int]:
-    """None or an int >= 1, for ``steps_per_epoch``/``validation_steps``/``validation_batch_size``."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be None or an int >= 1; received {value!r}")
-    return value

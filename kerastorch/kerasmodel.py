@@ -24,13 +24,13 @@ from .callbacks.wandb_logger import WandbLogger
 from .batches import LABEL_KEYS, concat_outputs, map_tensors
 from .checks import (check_bool, check_callbacks, check_fit_args, check_initial_epoch,
                      check_label_keys, check_loss_fn, check_metrics, check_mode, check_monitor,
+                     check_steps,
                      check_net, check_optimizer, check_path, check_patience, check_subclass,
                      check_validation_freq, loss_modules, monitor_message, reject_unknown,
                      state_paths)
-from .data import (FirstBatches, StepsPerEpoch, arrays_dataset, as_dataloader,
-                   check_sample_weights, check_steps,
-                   fast_loader, is_array_pair, is_arrays, keras_xy, loader_length,
-                   validation_split_of)
+from .data import (FirstBatches, StepsPerEpoch, arrays_dataset, arrays_len, as_dataloader,
+                   check_sample_weights, fast_loader, is_array_pair, is_arrays,
+                   is_weighted_arrays, keras_xy, loader_length, validation_split_of)
 from .files import atomic_save, check_writable, load_state_dict_file
 from .interrupt import AbortTraining, InterruptGuard
 from .metrics import fresh_metric
@@ -382,7 +382,7 @@ class KerasModel:
             self._val_columns = list(val_logs)
             row.update(val_logs)
         elif val_epoch is not None:  # validation_freq: this epoch has no validation
-            columns = getattr(self, "_val_columns", None) or [
+            columns = self._val_columns or [
                 c for c in self.expected_columns(True) if c.startswith("val_")]
             row.update({c: float("nan") for c in columns})
         if monitor not in row:
@@ -416,7 +416,7 @@ class KerasModel:
             val_data = keras_xy(val_data, y)[0]
         quiet = _quiet_from_verbose(verbose, quiet)
         check_bool("quiet", quiet)
-        weighted = is_array_pair(val_data) and len(val_data) == 3
+        weighted = is_weighted_arrays(val_data)
         val_dl = as_dataloader(val_data, batch_size=batch_size, shuffle=False, name="val_data",
                                weighted=weighted)
         acc = self._last_accelerator()
@@ -731,9 +731,7 @@ class KerasModel:
                     "sample_weight= weighs an (X, y) pair of arrays (as in Keras); received "
                     f"train_data of type {type(train_data).__name__}. A DataLoader or Dataset "
                     "carries weights in its batches: a dict batch with a 'sample_weight' key")
-            weights = check_sample_weights(sample_weight, len(train_data[1])
-                                           if not isinstance(train_data[1], dict) else
-                                           len(next(iter(train_data[1].values()))))
+            weights = check_sample_weights(sample_weight, arrays_len(train_data[1]))
             # weights of all ones are the unweighted loss by definition: use the loss as is
             # (a loss's own mean can differ in the last bit from a mean of its per-sample values)
             sample_weight = None if bool((weights == 1).all()) else weights
@@ -751,7 +749,7 @@ class KerasModel:
             else:
                 train_data, val_data = validation_split_of(train_data, validation_split)
         train_weighted = sample_weight is not None
-        val_weighted = is_array_pair(val_data) and len(val_data) == 3
+        val_weighted = is_weighted_arrays(val_data)
         # what the run directory predicts on: the validation data as fit resolved it
         self._fit_val_data = tuple(val_data[:2]) if val_weighted else val_data
         train_dl = as_dataloader(train_data, batch_size=batch_size, shuffle=shuffle,

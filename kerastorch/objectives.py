@@ -38,14 +38,16 @@ def check_loss_weights(loss_fn: Any, loss_weights: Any) -> Optional[Dict[str, fl
     if extra:
         raise ValueError(f"loss_weights has keys {describe_keys(extra)} that are not outputs of "
                          f"loss_fn; loss_fn's keys are {describe_keys(loss_fn)}")
-    weights = {}
-    for key, weight in loss_weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
-                or not weight >= 0 or weight == float("inf"):
-            raise ValueError(f"loss_weights[{key!r}] must be a finite number >= 0; "
-                             f"received {weight!r}")
-        weights[key] = float(weight)
-    return weights
+    return {key: _weight(f"loss_weights[{key!r}]", weight)
+            for key, weight in loss_weights.items()}
+
+
+def _weight(where: str, weight: Any) -> float:
+    """A finite number >= 0, as a float."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+            or not weight >= 0 or weight == float("inf"):
+        raise ValueError(f"{where} must be a finite number >= 0; received {weight!r}")
+    return float(weight)
 
 
 def per_sample_loss(loss_fn: Callable, name: str = "loss_fn") -> Tuple[Callable, str]:
@@ -256,11 +258,7 @@ def class_weight_table(class_weight: Any) -> Optional[torch.Tensor]:
                             f"{type(key).__name__} {key!r}")
         if int(key) < 0:
             raise ValueError(f"class_weight keys must be class indices >= 0; received {key!r}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
-                or not weight >= 0 or weight == float("inf"):
-            raise ValueError(f"class_weight[{key!r}] must be a finite number >= 0; "
-                             f"received {weight!r}")
-        table[int(key)] = float(weight)
+        table[int(key)] = _weight(f"class_weight[{key!r}]", weight)
     values = torch.ones(max(table) + 1, dtype=torch.float32)
     for key, weight in table.items():
         values[key] = weight

@@ -349,13 +349,11 @@ class StepRunner:
 
     def _checked_first_loss(self, preds, labels, weights=None) -> torch.Tensor:
         """The first training loss, computed and checked by ``diagnostics.checked_first_loss``."""
-        default = type(self).compute_loss is StepRunner.compute_loss
-        plain_loss = default and weights is None and callable(self.loss_fn) \
-            and not isinstance(self.loss_fn, Mapping)
         compute = (self.compute_loss if weights is None
                    else functools.partial(self.compute_loss, sample_weight=weights))
-        loss = diagnostics.checked_first_loss(compute, preds, labels, net=self.net,
-                                              loss_fn=self.loss_fn if plain_loss else None)
+        loss = diagnostics.checked_first_loss(
+            compute, preds, labels, net=self.net,
+            loss_fn=self._plain_loss_fn() if weights is None else None)
         self._first_batch_checked = True
         return loss
 
@@ -364,11 +362,16 @@ class StepRunner:
 
     def _check_first_batch(self, preds, labels, loss) -> None:
         self._first_batch_checked = True
-        default = type(self).compute_loss is StepRunner.compute_loss
-        plain_loss = default and callable(self.loss_fn) and not isinstance(self.loss_fn, Mapping)
         diagnostics.check_loss_output(loss, self.compute_loss, preds=preds,
-                                      loss_fn=self.loss_fn if plain_loss else None,
+                                      loss_fn=self._plain_loss_fn(),
                                       training=self.stage == "train")
+
+    def _plain_loss_fn(self):
+        """``loss_fn`` when the loss is just ``loss_fn(preds, labels)`` (the default
+        compute_loss, one loss), which the loss checks then name and inspect; else None."""
+        default = type(self).compute_loss is StepRunner.compute_loss
+        one_loss = callable(self.loss_fn) and not isinstance(self.loss_fn, Mapping)
+        return self.loss_fn if default and one_loss else None
 
 
 class EpochRunner:
