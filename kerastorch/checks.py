@@ -121,14 +121,36 @@ def reject_unknown(unknown: dict, fn: str, known: Iterable[str]) -> None:
 def check_fit_args(epochs, mixed_precision, grad_accum, max_grad_norm) -> None:
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1; received {epochs!r}")
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"mixed_precision must be one of 'no', 'fp16', 'bf16'; "
+    if mixed_precision is not None and mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be None or one of 'no', 'fp16', 'bf16'; "
                          f"received {mixed_precision!r}")
     if not isinstance(grad_accum, int) or isinstance(grad_accum, bool) or grad_accum < 1:
         raise ValueError(f"gradient_accumulation_steps must be an int >= 1; received {grad_accum!r}")
     if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float))
                                           and max_grad_norm > 0):
         raise ValueError(f"max_grad_norm must be None or a number > 0; received {max_grad_norm!r}")
+
+
+def check_accelerator(accelerator, mixed_precision, cpu: bool, grad_accum: int) -> None:
+    """``fit(accelerator=...)``: an ``accelerate.Accelerator`` whose settings the three
+    keywords, when given, agree with."""
+    from accelerate import Accelerator  # already imported by whoever built one
+
+    if not isinstance(accelerator, Accelerator):
+        raise TypeError(f"accelerator must be an accelerate.Accelerator; received "
+                        f"{type(accelerator).__name__}")
+    theirs = str(accelerator.mixed_precision)
+    if mixed_precision is not None and mixed_precision != theirs:
+        raise ValueError(f"mixed_precision={mixed_precision!r} conflicts with the accelerator's "
+                         f"mixed_precision={theirs!r}: configure it on the Accelerator and "
+                         "leave fit's mixed_precision out")
+    if cpu and accelerator.device.type != "cpu":
+        raise ValueError(f"cpu=True conflicts with the accelerator's device "
+                         f"{str(accelerator.device)!r}: build it with Accelerator(cpu=True)")
+    if grad_accum != 1 and grad_accum != accelerator.gradient_accumulation_steps:
+        raise ValueError(f"gradient_accumulation_steps={grad_accum} conflicts with the "
+                         f"accelerator's gradient_accumulation_steps="
+                         f"{accelerator.gradient_accumulation_steps}: set it on the Accelerator")
 
 
 def monitor_message(monitor: str, columns: list, has_val: bool) -> str:

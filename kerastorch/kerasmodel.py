@@ -22,7 +22,7 @@ from .callbacks.progress import ProgressBar
 from .callbacks.run_directory import RunDirectory
 from .callbacks.wandb_logger import WandbLogger
 from .batches import LABEL_KEYS, concat_outputs, map_tensors
-from .checks import (check_bool, check_callbacks, check_fit_args, check_initial_epoch,
+from .checks import (check_accelerator, check_bool, check_callbacks, check_fit_args, check_initial_epoch,
                      check_label_keys, check_loss_fn, check_metrics, check_mode, check_monitor,
                      check_steps,
                      check_net, check_optimizer, check_path, check_patience, check_subclass,
@@ -148,7 +148,7 @@ class KerasModel:
             ckpt_path: Optional[str] = "checkpoint", patience: Optional[int] = 5,
             monitor: str = "val_loss", mode: str = "min",
             callbacks: Optional[Iterable[Callback]] = None, plot: bool = False,
-            quiet: bool = False, mixed_precision: str = "no", cpu: bool = False,
+            quiet: bool = False, mixed_precision: Optional[str] = None, cpu: bool = False,
             gradient_accumulation_steps: int = 1, max_grad_norm: Optional[float] = None,
             batch_size: int = 32, shuffle: bool = True, resume=False,
             state_path: Optional[str] = None, save_state_every: int = 1,
@@ -158,7 +158,8 @@ class KerasModel:
             initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
             validation_steps: Optional[int] = None, validation_freq=1,
             validation_data=None, verbose=None, validation_batch_size: Optional[int] = None,
-            lr_scheduler=None, **unknown) -> pd.DataFrame:
+            lr_scheduler=None, accelerator: Optional[Accelerator] = None,
+            save_state_every_steps: Optional[int] = None, **unknown) -> pd.DataFrame:
         """Train for up to ``epochs`` epochs and return the history DataFrame.
 
         Each epoch trains on ``train_data``, then evaluates ``val_data`` (if given),
@@ -189,10 +190,12 @@ class KerasModel:
             callbacks: extra ``Callback`` objects. Defaults to None.
             plot: draw the history live (see ``kerastorch.callbacks``). Defaults to False.
             quiet: write nothing to the terminal. Defaults to False.
-            mixed_precision: "no", "fp16" (CUDA only; ignored on the CPU) or "bf16".
-                Defaults to "no".
+            mixed_precision: "no", "fp16" (CUDA only; ignored on the CPU) or "bf16";
+                None takes what ``accelerate launch``/``accelerate config`` set (the
+                ``ACCELERATE_MIXED_PRECISION`` variable), else "no". Defaults to None.
             cpu: force the CPU even when a GPU is present. Defaults to False.
-            gradient_accumulation_steps: batches per optimizer step. Defaults to 1.
+            gradient_accumulation_steps: batches per optimizer step (an ``accelerate
+                launch`` config's value wins, as in Accelerate). Defaults to 1.
             max_grad_norm: clip the gradient norm to this; None never clips. Defaults to None.
             batch_size: batch size when the data is not already a DataLoader. Defaults to 32.
             shuffle: shuffle ``train_data`` when it is not already a DataLoader. Defaults to True.
@@ -257,6 +260,18 @@ class KerasModel:
                 steps (``(epochs - initial_epoch)`` x batches per epoch / accumulation, per
                 process) and stepped after every optimizer step. Defaults to None (keep
                 the model's).
+            accelerator: an ``accelerate.Accelerator`` you configured (FSDP or DeepSpeed
+                plugins, ``kwargs_handlers`` such as DDP's ``find_unused_parameters``,
+                a ``gradient_accumulation_plugin``, a project configuration), used as
+                given; ``evaluate``, ``predict`` and ``save_ckpt`` use it too until a fit
+                without it. ``mixed_precision``, ``cpu`` and ``gradient_accumulation_steps``
+                must then be left at their defaults or agree with it. Defaults to None
+                (kerastorch builds one from those three settings, which also honours an
+                ``accelerate launch`` config).
+            save_state_every_steps: also write the resumable state every this many
+                optimizer steps, inside the epoch; ``resume=True`` from such a state
+                continues inside that epoch (see "Resume" in the README). Needs a
+                ``state_path`` (or ``ckpt_path``). Defaults to None (epoch ends only).
 
         Returns:
             The history ``pandas.DataFrame``, one row per epoch; also ``self.history``.
@@ -300,19 +315,26 @@ class KerasModel:
         monitor = self._resolve_monitor(monitor, mode, has_val=val_dl is not None)
         if lr_scheduler is not None:
             self._set_scheduler(lr_scheduler)
+        acc = self._accelerator_for(mixed_precision, cpu, gradient_accumulation_steps,
+                                    accelerator)
+        gradient_accumulation_steps = acc.gradient_accumulation_steps  # a launch config's
         if self.schedule is None:
             check_scheduler_for_fit(self.lr_scheduler, self.lr_scheduler_interval,
                                     epochs - initial_epoch,
                                     steps_per_epoch or loader_length(train_dl),
                                     gradient_accumulation_steps)
         state_path, resume_path = state_paths(ckpt_path, state_path, resume, save_state_every)
+        save_state_every_steps = check_steps("save_state_every_steps", save_state_every_steps)
+        if save_state_every_steps is not None and state_path is None:
+            raise ValueError("save_state_every_steps needs a file for the state: pass "
+                             "state_path= (or a ckpt_path); received ckpt_path=None and "
+                             "state_path=None")
         for name, path in (("ckpt_path", ckpt_path), ("state_path", state_path)):
             if path is not None:
                 check_writable(path, name)
         if wandb:
             extra_callbacks.append(WandbLogger())
 
-        acc = self._accelerator_for(mixed_precision, cpu, gradient_accumulation_steps)
         train_dl, val_dl = (fast_loader(dl, acc, enabled=fast_data) for dl in (train_dl, val_dl))
         net, optimizer, train_dl, val_dl = self._prepare(acc, train_dl, val_dl)
         if self.schedule is not None:  # sized now: the prepared loader is this process's share
@@ -487,7 +509,8 @@ class KerasModel:
 
     def lr_find(self, train_data, start_lr: float = 1e-7, end_lr: float = 10.0,
                 num_steps: int = 100, *, smooth: float = 0.98, diverge: Optional[float] = 4.0,
-                batch_size: int = 32, shuffle: bool = True, mixed_precision: str = "no",
+                batch_size: int = 32, shuffle: bool = True,
+                mixed_precision: Optional[str] = None,
                 cpu: bool = False, gradient_accumulation_steps: int = 1,
                 max_grad_norm: Optional[float] = None, fast_data: bool = True,
                 **unknown) -> LRFinderResult:
@@ -516,7 +539,7 @@ class KerasModel:
                 every step. Defaults to 4.
             batch_size: as in ``fit``. Defaults to 32.
             shuffle: as in ``fit``. Defaults to True.
-            mixed_precision: as in ``fit``. Defaults to "no".
+            mixed_precision: as in ``fit``. Defaults to None.
             cpu: as in ``fit``. Defaults to False.
             gradient_accumulation_steps: as in ``fit``. Defaults to 1.
             max_grad_norm: as in ``fit``. Defaults to None.
@@ -665,9 +688,15 @@ class KerasModel:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _accelerator_for(self, mixed_precision: str, cpu: bool, grad_accum: int) -> Accelerator:
-        """One Accelerator per configuration; a new configuration resets Accelerate's state
+    def _accelerator_for(self, mixed_precision: Optional[str], cpu: bool, grad_accum: int,
+                         accelerator: Optional[Accelerator] = None) -> Accelerator:
+        """The user's ``accelerator`` (checked against the three settings), or one
+        Accelerator per configuration; a new configuration resets Accelerate's state
         (see ``kerastorch.accelerate_compat.new_accelerator``)."""
+        if accelerator is not None:
+            check_accelerator(accelerator, mixed_precision, cpu, grad_accum)
+            self.accelerator, self._accelerator_config = accelerator, None
+            return accelerator
         config = (mixed_precision, cpu, grad_accum)
         if (self.accelerator is not None and self._accelerator_config == config
                 and self._generation == accelerator_generation()):
@@ -682,8 +711,11 @@ class KerasModel:
         return self.accelerator
 
     def _last_accelerator(self) -> Accelerator:
-        """The Accelerator of the last fit's configuration (full precision before any fit)."""
-        return self._accelerator_for(*(self._accelerator_config or ("no", False, 1)))
+        """The Accelerator of the last fit: the user's, or one of the last fit's
+        configuration (Accelerate's defaults before any fit)."""
+        if self.accelerator is not None and self._accelerator_config is None:
+            return self.accelerator  # given to fit(accelerator=...)
+        return self._accelerator_for(*(self._accelerator_config or (None, False, 1)))
 
     def _prepare(self, acc: Accelerator, train_dl, val_dl):
         if val_dl is None:
