@@ -13,7 +13,8 @@ from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.state import AcceleratorState, GradientState
 
-__all__ = ["new_accelerator", "accelerator_generation", "bare_optimizer", "loader_generator"]
+__all__ = ["new_accelerator", "accelerator_generation", "bare_optimizer", "loader_generator",
+           "enter_loader", "leave_loader"]
 
 # bumped whenever kerastorch creates an Accelerator: Accelerate's state is
 # process-wide, so a model whose Accelerator is older must build a new one
@@ -76,3 +77,24 @@ def loader_generator(loader: Any) -> Optional[torch.Generator]:
     if generator is None and inner is not None and inner is not loader:
         return loader_generator(inner)
     return generator
+
+
+def enter_loader(accelerator: Any, loader: Any) -> None:
+    """Make ``loader`` the one Accelerate's gradient accumulation watches for its last batch.
+
+    ``loader`` needs the attributes ``end_of_dataloader`` (True while its last batch
+    runs) and ``remainder`` (padding samples added; 0 in one process).
+
+    Works around: ``Accelerator.accumulate`` syncs the gradients of a loader's last,
+    incomplete accumulation only when ``GradientState`` knows the loader being
+    iterated, and only Accelerate's own prepared loaders register themselves
+    there (``DataLoaderStateMixin.begin``/``end`` call the private
+    ``GradientState._add_dataloader``/``_remove_dataloader``). kerastorch's
+    single-process loader (``data.DeviceBatches``) registers the same way.
+    """
+    accelerator.gradient_state._add_dataloader(loader)
+
+
+def leave_loader(accelerator: Any, loader: Any) -> None:
+    """Undo :func:`enter_loader` (at the end of the pass, or when it is abandoned)."""
+    accelerator.gradient_state._remove_dataloader(loader)

@@ -8,20 +8,20 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, send_to_device
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler,
                               SequentialSampler, TensorDataset, default_collate)
 
-from .accelerate_compat import loader_generator
+from .accelerate_compat import enter_loader, leave_loader, loader_generator
 from .batches import map_tensors
 from .checks import check_bool
 from .state import get_rng_state, set_rng_state
 
-__all__ = ["FirstBatches", "StepsPerEpoch", "StructureDataset", "TensorBatches", "arrays_dataset",
-           "as_dataloader", "hf_torch_dataset", "is_hf_dataset",
-           "arrays_len", "as_tensor", "check_sample_weights", "fast_loader", "is_array_pair",
-           "is_weighted_arrays",
-           "is_arrays", "keras_xy", "validation_split_of"]
+__all__ = ["arrays_dataset", "arrays_len", "as_dataloader", "as_tensor",
+           "check_sample_weights", "device_loader", "DeviceBatches", "fast_loader",
+           "FirstBatches", "hf_torch_dataset", "is_array_pair", "is_arrays", "is_hf_dataset",
+           "is_weighted_arrays", "keras_xy", "StepsPerEpoch", "StructureDataset",
+           "TensorBatches", "validation_split_of"]
 
 
 def as_tensor(array: Any, name: str) -> torch.Tensor:
@@ -482,6 +482,103 @@ def _fits_on(device: torch.device, tensors: Sequence[torch.Tensor]) -> bool:
         free, _total = torch.cuda.mem_get_info(device)
         return need <= free // 2  # the rest is for the net's weights and activations
     return False  # no free-memory query elsewhere: keep per-batch transfers
+
+
+class DeviceBatches:
+    """A DataLoader in a single process: iterated as it is, each batch moved to the device.
+
+    Accelerate's prepared loader (``DataLoaderShard``) is what several processes
+    need, because it shards the data. In one process it only moves batches to the
+    device, but it fetches one batch ahead to find the last one and snapshots its
+    own state per batch, which costs a tiny model several percent of its step,
+    and the look-ahead fetches batch k+1 (drawing from the global RNG when
+    ``__getitem__`` augments) before step k's dropout draws. This class yields
+    exactly what the user's loader yields, in the user's order of RNG draws:
+
+    - on the CPU the batches are used as they are (no copy); on another device
+      every tensor moves with ``accelerate.utils.send_to_device``, with
+      ``non_blocking=True`` when the loader pins memory;
+    - with ``signal_end`` (gradient accumulation) Accelerate is told which batch
+      is the loader's last, so the last, incomplete accumulation still steps, as
+      it does with a prepared loader: from ``len(loader)`` for a map-style
+      dataset, else by fetching one batch ahead (an ``IterableDataset``).
+
+    Args:
+        loader: a ``torch.utils.data.DataLoader``.
+        accelerator: the run's ``accelerate.Accelerator`` (one process).
+        signal_end: tell gradient accumulation where the loader ends. Defaults to False.
+
+    Example:
+        >>> from accelerate import Accelerator
+        >>> loader = DataLoader(TensorDataset(torch.arange(5.0)), batch_size=2)
+        >>> [b[0].tolist() for b in DeviceBatches(loader, Accelerator(cpu=True))]
+        [[0.0, 1.0], [2.0, 3.0], [4.0]]
+    """
+
+    def __init__(self, loader: DataLoader, accelerator: Any, *, signal_end: bool = False):
+        self.loader = loader
+        self.accelerator = accelerator
+        self.device = torch.device(accelerator.device)
+        self.signal_end = signal_end
+        self.non_blocking = bool(getattr(loader, "pin_memory", False))
+        self.end_of_dataloader = False  # read by Accelerate's GradientState
+        self.remainder = 0  # no padding samples in one process
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        # the loader's own attributes (dataset, batch_size, sampler) for callbacks and checks
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Iterator:
+        batches = iter(self.loader)
+        if self.device.type != "cpu":
+            batches = self._moved(batches)
+        if not self.signal_end:
+            return batches
+        return self._with_end_signal(batches)
+
+    def _moved(self, batches: Iterator) -> Iterator:
+        device, non_blocking = self.device, self.non_blocking
+        for batch in batches:
+            yield send_to_device(batch, device, non_blocking=non_blocking)
+
+    def _with_end_signal(self, batches: Iterator) -> Iterator:
+        self.end_of_dataloader = False
+        enter_loader(self.accelerator, self)
+        try:
+            length = None if isinstance(self.loader.dataset, IterableDataset) \
+                else loader_length(self.loader)
+            if length is not None:
+                for index, batch in enumerate(batches, start=1):
+                    self.end_of_dataloader = index == length
+                    yield batch
+                return
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            for upcoming in batches:
+                yield batch
+                batch = upcoming
+            self.end_of_dataloader = True
+            yield batch
+        finally:
+            self.end_of_dataloader = False
+            leave_loader(self.accelerator, self)
+
+
+def device_loader(loader: Any, accelerator: Any, *, signal_end: bool = False) -> Any:
+    """``loader`` as :class:`DeviceBatches` when it is a DataLoader in one process (where
+    Accelerate's prepared loader would only move batches), else unchanged, for
+    ``Accelerator.prepare`` (which shards a DataLoader across processes)."""
+    if isinstance(loader, DataLoader) and accelerator.num_processes == 1 \
+            and accelerator.distributed_type == DistributedType.NO:
+        return DeviceBatches(loader, accelerator, signal_end=signal_end)
+    return loader
 
 
 class StepsPerEpoch:

@@ -29,7 +29,7 @@ from .checks import (check_accelerator, check_bool, check_callbacks, check_fit_a
                      check_validation_freq, loss_modules, monitor_message, reject_unknown,
                      state_paths)
 from .data import (FirstBatches, StepsPerEpoch, arrays_dataset, arrays_len, as_dataloader,
-                   check_sample_weights, fast_loader, is_array_pair, is_arrays,
+                   check_sample_weights, device_loader, fast_loader, is_array_pair, is_arrays,
                    is_weighted_arrays, keras_xy, loader_length, validation_split_of)
 from .files import atomic_save, check_writable, load_state_dict_file
 from .interrupt import AbortTraining, InterruptGuard
@@ -442,7 +442,7 @@ class KerasModel:
         val_dl = as_dataloader(val_data, batch_size=batch_size, shuffle=False, name="val_data",
                                weighted=weighted)
         acc = self._last_accelerator()
-        net, val_dl = acc.prepare(self.net, fast_loader(val_dl, acc))
+        net, val_dl = acc.prepare(self.net, device_loader(fast_loader(val_dl, acc), acc))
         try:
             cbs = CallbackList([] if quiet else [ProgressBar()], model=self)
             runner = self._make_epoch_runner(net, "val", None, cbs, weighted=weighted)
@@ -483,7 +483,7 @@ class KerasModel:
             data = arrays_dataset(data, "data")
         loader = as_dataloader(data, batch_size=batch_size, shuffle=False, name="data")
         acc = self._last_accelerator()
-        net, loader = acc.prepare(self.net, fast_loader(loader, acc))
+        net, loader = acc.prepare(self.net, device_loader(fast_loader(loader, acc), acc))
         step = self.step_runner_class(net, self.loss_fn, acc, stage="val",
                                       **self._structure_kwargs())
         dtype = _parameter_dtype(self.net)
@@ -560,8 +560,9 @@ class KerasModel:
         saved = self._snapshot(acc, loader)
         net = None
         try:
-            net, optimizer, batches = acc.prepare(self.net, self.optimizer,
-                                                  fast_loader(loader, acc, enabled=fast_data))
+            batches = device_loader(fast_loader(loader, acc, enabled=fast_data), acc,
+                                    signal_end=acc.gradient_accumulation_steps > 1)
+            net, optimizer, batches = acc.prepare(self.net, self.optimizer, batches)
             for module in loss_modules(self.loss_fn):
                 module.to(acc.device)
             step = self.step_runner_class(net, self.loss_fn, acc, stage="train",
@@ -718,6 +719,10 @@ class KerasModel:
         return self._accelerator_for(*(self._accelerator_config or (None, False, 1)))
 
     def _prepare(self, acc: Accelerator, train_dl, val_dl):
+        # one process: the user's DataLoader is iterated as it is (data.DeviceBatches);
+        # several: Accelerate shards it
+        train_dl = device_loader(train_dl, acc, signal_end=acc.gradient_accumulation_steps > 1)
+        val_dl = device_loader(val_dl, acc)
         if val_dl is None:
             net, optimizer, train_dl = acc.prepare(self.net, self.optimizer, train_dl)
         else:
