@@ -30,7 +30,9 @@ class CustomSampler(RandomSampler):
     """Keeps the DataLoader path (the fast path only takes plain samplers)."""
 
 
-def _per_step(path: str, **fit_kwargs) -> collections.Counter:
+def _per_step(path: str, timed=(), **fit_kwargs) -> collections.Counter:
+    """Calls per step by function; ``timed`` names functions that run on a timer
+    (the bar's redraw), whose counts vary from run to run and are left out."""
     def run(batches):
         torch.manual_seed(0)
         X, y = torch.randn(16 * batches, 8), torch.randint(0, 3, (16 * batches,))
@@ -64,6 +66,8 @@ def _per_step(path: str, **fit_kwargs) -> collections.Counter:
     few, many = run(4), run(12)
     per_step = collections.Counter()
     for key in set(few) | set(many):
+        if key.split(":")[-1] in timed:
+            continue
         delta = many[key] - few[key]
         if delta:
             assert delta % 8 == 0, f"{key}: {delta} calls over 8 steps is not per-step work"
@@ -84,7 +88,9 @@ def test_a_quiet_step_makes_its_budget_of_calls_and_no_host_sync(path):
 
 
 def test_the_progress_bar_adds_one_dispatch_and_one_hook_per_step():
-    quiet, shown = _per_step("fast", quiet=True), _per_step("fast", quiet=False)
+    # the bar redraws its numbers at most every 0.1 s: those calls depend on the clock
+    quiet = _per_step("fast", quiet=True)
+    shown = _per_step("fast", timed=("format_value", "<dictcomp>", "_postfix"), quiet=False)
     added = shown - quiet
     assert dict(added) == {"callbacks/base.py:call": 1,
                            "callbacks/progress.py:on_train_batch_end": 1}
