@@ -6,12 +6,12 @@ kerastorch uses only Accelerate's public API.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
-from accelerate import Accelerator
-from accelerate.optimizer import AcceleratedOptimizer
-from accelerate.state import AcceleratorState, GradientState
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 __all__ = ["new_accelerator", "accelerator_generation", "bare_optimizer", "loader_generator",
            "enter_loader", "leave_loader"]
@@ -30,6 +30,9 @@ def new_accelerator(**kwargs: Any) -> Accelerator:
     full-precision one. ``_reset_state(reset_partial_state=False)`` clears them but
     keeps ``PartialState`` (the process group), which must survive under torchrun.
     """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
     global _generation
     if AcceleratorState._shared_state:
         AcceleratorState._reset_state(reset_partial_state=False)
@@ -54,6 +57,8 @@ def bare_optimizer(optimizer: Any) -> Optional[torch.optim.Optimizer]:
     step). Only that plain case is bypassed; anything else (DeepSpeed's wrapper
     included) keeps the wrapper.
     """
+    from accelerate.optimizer import AcceleratedOptimizer
+
     if type(optimizer) is not AcceleratedOptimizer or optimizer.scaler is not None:
         return None
     inner = optimizer.optimizer

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from typing import Iterable, Optional
 
 import torch
-import torchmetrics
 
 from .userwarn import warn_user
 
@@ -18,7 +18,8 @@ __all__ = ["check_bool", "check_callbacks", "check_fit_args", "check_initial_epo
            "loss_modules",
            "check_mode", "check_monitor", "check_net", "check_optimizer",
            "check_optimizer_params", "check_patience", "check_path",
-           "check_subclass", "monitor_message", "reject_unknown", "state_paths"]
+           "check_subclass", "is_torchmetrics_metric", "monitor_message", "reject_unknown",
+           "state_paths"]
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 MODES = ("min", "max")
@@ -195,8 +196,22 @@ def check_metrics(metrics_dict: Optional[dict], outputs: Iterable[str] = ()) -> 
     return flat, metric_outputs
 
 
+def is_torchmetrics_metric(obj) -> bool:
+    """Whether ``obj`` is a torchmetrics ``Metric``, without importing torchmetrics.
+
+    torchmetrics takes seconds to import; an object can only be one of its metrics once
+    torchmetrics is imported, so an unimported torchmetrics answers False.
+
+    Example:
+        >>> is_torchmetrics_metric(len)
+        False
+    """
+    torchmetrics = sys.modules.get("torchmetrics")
+    return torchmetrics is not None and isinstance(obj, torchmetrics.Metric)
+
+
 def _check_metric(metric, where: str) -> None:
-    if not (isinstance(metric, torchmetrics.Metric) or callable(metric)):
+    if not (is_torchmetrics_metric(metric) or callable(metric)):
         raise TypeError(f"{where} must be a torchmetrics Metric or a callable fn(preds, labels); "
                         f"received {type(metric).__name__}")
 

@@ -8,7 +8,6 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-from accelerate.utils import DistributedType, send_to_device
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler,
                               SequentialSampler, TensorDataset, default_collate)
 
@@ -441,6 +440,8 @@ def fast_loader(loader: Any, accelerator: Any, *, enabled: bool = True) -> Any:
 
 
 def _single_plain_process(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
     return (accelerator.num_processes == 1 and accelerator.gradient_accumulation_steps == 1
             and accelerator.distributed_type == DistributedType.NO)
 
@@ -542,6 +543,8 @@ class DeviceBatches:
         return self._with_end_signal(batches)
 
     def _moved(self, batches: Iterator) -> Iterator:
+        from accelerate.utils import send_to_device
+
         device, non_blocking = self.device, self.non_blocking
         for batch in batches:
             yield send_to_device(batch, device, non_blocking=non_blocking)
@@ -575,6 +578,8 @@ def device_loader(loader: Any, accelerator: Any, *, signal_end: bool = False) ->
     """``loader`` as :class:`DeviceBatches` when it is a DataLoader in one process (where
     Accelerate's prepared loader would only move batches), else unchanged, for
     ``Accelerator.prepare`` (which shards a DataLoader across processes)."""
+    from accelerate.utils import DistributedType
+
     if isinstance(loader, DataLoader) and accelerator.num_processes == 1 \
             and accelerator.distributed_type == DistributedType.NO:
         return DeviceBatches(loader, accelerator, signal_end=signal_end)

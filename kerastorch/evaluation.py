@@ -9,10 +9,12 @@ directory (``confusion_matrix.png``, ``classification_report.csv``), by
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
-import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["to_classes", "binary_threshold", "classification_reason", "confusion_matrix",
            "classification_report", "per_class_report", "class_names_of"]
@@ -166,6 +168,8 @@ def classification_report(matrix: Any, class_names: Optional[Sequence[Any]] = No
     both = precision + recall
     f1 = torch.where(both > 0, 2 * precision * recall / both.clamp(min=1e-300), 0.0)
     total = float(support.sum())
+    import pandas as pd
+
     frame = pd.DataFrame({"precision": precision.tolist(), "recall": recall.tolist(),
                           "f1-score": f1.tolist(), "support": support.tolist()}, index=names)
     per_class = frame.copy()

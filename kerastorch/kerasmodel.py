@@ -6,11 +6,9 @@ import copy
 import functools
 import inspect
 import sys
-from typing import Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
-import pandas as pd
 import torch
-from accelerate import Accelerator
 
 from .accelerate_compat import accelerator_generation, new_accelerator
 from .callbacks.base import Callback, CallbackList
@@ -43,6 +41,10 @@ from .lr_finder import LRFinderResult, check_range, lr_grid, range_test
 from .state import get_rng_state, load_fit_state, save_fit_state, set_rng_state
 from .summary import summary
 from .userwarn import warn_user
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from accelerate import Accelerator
 
 __all__ = ["KerasModel"]
 

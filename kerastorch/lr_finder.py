@@ -5,11 +5,13 @@ the data and the Accelerator and restores the model afterwards."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import numpy as np
-import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .plots import new_figure
 
@@ -120,6 +122,8 @@ def range_test(step_runner: Any, batches: Iterable, lrs: np.ndarray, optimizer: 
                                           and smooth > diverge * best):
             break
         best = min(best, smooth)
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=["lr", "loss", "smoothed_loss"])
 
 

@@ -1,70 +1,40 @@
-"""Metrics that torchkeras users import from ``torchkeras.metrics``, on torchmetrics."""
+"""Metrics that torchkeras users import from ``torchkeras.metrics``, on torchmetrics; the
+per-fit copies of ``metrics_dict``.
+
+``AUCROC``, ``Accuracy`` and ``BatchMeanMetric`` live in :mod:`kerastorch.metric_classes`
+and are imported from there on first use (PEP 562): they subclass torchmetrics, which takes
+seconds to import and which a fit without torchmetrics metrics never needs.
+"""
 
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
-import torch
-import torchmetrics
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+from .checks import is_torchmetrics_metric
+
+if TYPE_CHECKING:
+    import torchmetrics
+
+    from .metric_classes import AUCROC, Accuracy, BatchMeanMetric
 
 __all__ = ["AUCROC", "Accuracy", "BatchMeanMetric", "disable_metric_sync", "fresh_metric"]
 
-
-class _BinaryInputs:
-    """Flatten ``(N,)``/``(N, 1)`` scores, apply the sigmoid to logits, take 0/1 float labels.
-
-    torchmetrics guesses per batch whether scores are logits (any value outside
-    [0, 1]); a batch of logits that all happen to lie in [0, 1] would then be read
-    as probabilities, mixing two scales in one epoch. Saying it once avoids that.
-    """
-
-    def __init__(self, *, from_logits: bool = True, **kwargs):
-        if not isinstance(from_logits, bool):
-            raise TypeError(f"from_logits must be True or False; received {from_logits!r}")
-        super().__init__(**kwargs)
-        self.from_logits = from_logits
-
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        preds = preds.detach().reshape(-1).float()
-        if self.from_logits:
-            preds = torch.sigmoid(preds)
-        super().update(preds, target.reshape(-1).long())
+_ON_FIRST_USE = ("AUCROC", "Accuracy", "BatchMeanMetric")
 
 
-class AUCROC(_BinaryInputs, BinaryAUROC):
-    """Exact binary ROC AUC for ``(N,)``/``(N, 1)`` scores; a drop-in for torchkeras's.
+def __getattr__(name: str):
+    if name in _ON_FIRST_USE:
+        from .metric_classes import AUCROC, Accuracy, BatchMeanMetric
 
-    Targets may be float 0/1 labels (as ``BCEWithLogitsLoss`` wants them).
-
-    Args:
-        from_logits: the net outputs logits (a sigmoid is applied); False for
-            probabilities. Defaults to True.
-
-    Example:
-        >>> m = AUCROC()
-        >>> m.update(torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([[1.0], [0.0], [0.0]]))
-        >>> m.update(torch.tensor([[0.9], [0.1]]), torch.tensor([[0.0], [1.0]]))  # still logits
-        >>> round(float(m.compute()), 4)
-        0.6667
-    """
+        # later lookups skip this hook
+        globals().update(AUCROC=AUCROC, Accuracy=Accuracy, BatchMeanMetric=BatchMeanMetric)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Accuracy(_BinaryInputs, BinaryAccuracy):
-    """Binary accuracy at probability 0.5 for ``(N,)``/``(N, 1)`` scores (torchkeras's drop-in).
-
-    For multiclass use ``torchmetrics.Accuracy(task="multiclass", num_classes=...)``.
-
-    Args:
-        from_logits: the net outputs logits (a sigmoid is applied); False for
-            probabilities. Defaults to True.
-
-    Example:
-        >>> m = Accuracy()
-        >>> m.update(torch.tensor([0.3, -0.2]), torch.tensor([1.0, 0.0]))  # logit 0.3 -> p 0.57
-        >>> float(m.compute())
-        1.0
-    """
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_ON_FIRST_USE))
 
 
 def disable_metric_sync(metric: torchmetrics.Metric) -> None:
@@ -73,38 +43,19 @@ def disable_metric_sync(metric: torchmetrics.Metric) -> None:
     Used for validation metrics, which are updated with already-gathered batches.
     """
     for module in metric.modules():
-        if isinstance(module, torchmetrics.Metric):
+        if is_torchmetrics_metric(module):
             module.sync_on_compute = False
             module._to_sync = False
 
 
 def fresh_metric(metric, device, stage: str) -> torchmetrics.Metric:
     """A reset copy per fit and stage, so nothing leaks between stages or fits."""
-    if not isinstance(metric, torchmetrics.Metric):
+    if not is_torchmetrics_metric(metric):
+        from .metric_classes import BatchMeanMetric
+
         metric = BatchMeanMetric(metric)
     metric = copy.deepcopy(metric).to(device)
     metric.reset()
     if stage == "val":
         disable_metric_sync(metric)
     return metric
-
-
-class BatchMeanMetric(torchmetrics.Metric):
-    """Wraps ``fn(preds, labels) -> scalar`` as a sample-weighted mean over the epoch."""
-
-    full_state_update = False
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, preds, labels) -> None:
-        value = torch.as_tensor(self.fn(preds, labels)).detach()
-        n = labels.shape[0] if isinstance(labels, torch.Tensor) and labels.ndim else 1
-        self.total += value.to(self.total.device, torch.float64) * n
-        self.count += n
-
-    def compute(self) -> torch.Tensor:
-        return self.total / self.count

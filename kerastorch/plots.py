@@ -9,11 +9,13 @@ never open a window, need no ``plt.close`` and are safe outside the main thread.
 from __future__ import annotations
 
 import io
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .evaluation import to_classes
 from .files import atomic_open
@@ -63,6 +65,8 @@ def plot_history(history: pd.DataFrame, *, lr_scheduler_interval: str = "epoch")
 
 def history_figure(history: pd.DataFrame, *, lr_scheduler_interval: str = "epoch",
                    pyplot: bool = False):
+    import pandas as pd
+
     if not isinstance(history, pd.DataFrame):
         raise TypeError(f"history must be a pandas DataFrame; received {type(history).__name__}")
     if not isinstance(lr_scheduler_interval, str) or lr_scheduler_interval not in LR_TITLES:
@@ -90,6 +94,8 @@ def history_figure(history: pd.DataFrame, *, lr_scheduler_interval: str = "epoch
 
 def _history_panels(history: pd.DataFrame) -> list:
     """Quantity names in column order: ``train_acc`` and ``val_acc`` share the panel ``acc``."""
+    import pandas as pd
+
     names = []
     for col in history.columns:
         if col == "epoch" or not pd.api.types.is_numeric_dtype(history[col]):

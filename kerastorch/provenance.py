@@ -6,17 +6,16 @@ Used by :class:`kerastorch.callbacks.RunDirectory` for ``hparams.json`` and by
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
 import platform
+import sys
 from typing import Any, Optional
 
-import accelerate
 import numpy as np
-import pandas
 import torch
-import torchmetrics
 
 from .files import atomic_open
 from .version import __version__
@@ -27,9 +26,16 @@ __all__ = ["describe_model", "describe_fit_arguments", "versions", "write_json"]
 def versions() -> dict:
     """Versions of Python and of the libraries a run depends on."""
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "kerastorch": __version__, "accelerate": accelerate.__version__,
-            "torchmetrics": torchmetrics.__version__, "numpy": np.__version__,
-            "pandas": pandas.__version__}
+            "kerastorch": __version__, "accelerate": _version_of("accelerate"),
+            "torchmetrics": _version_of("torchmetrics"), "numpy": np.__version__,
+            "pandas": _version_of("pandas")}
+
+
+def _version_of(package: str) -> str:
+    """The imported module's ``__version__``, else the installed one's, read without importing
+    it (torchmetrics takes seconds to import)."""
+    module = sys.modules.get(package)
+    return module.__version__ if module is not None else importlib.metadata.version(package)
 
 
 def describe_model(model: Any) -> dict:

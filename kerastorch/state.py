@@ -12,7 +12,6 @@ from typing import Any, List, Optional
 
 import numpy as np
 import torch
-from accelerate.utils import gather_object
 
 from .accelerate_compat import loader_generator
 from .files import atomic_save, load_weights_only
@@ -95,6 +94,8 @@ def load_training_state(path: str) -> dict:
 
 def save_fit_state(model, path: str, epoch: int, callbacks, train_dl) -> None:
     """Write ``model``'s training state at the end of ``epoch`` (rank 0 writes, all wait)."""
+    from accelerate.utils import gather_object
+
     acc = model.accelerator
     extra = {"stopped": model.stop_training}
     generator = loader_generator(train_dl)

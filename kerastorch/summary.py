@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["summary"]
 
@@ -270,6 +272,8 @@ def summary(model: Any, *inputs: Any, input_data: Any = None,
         net.train(was_training)
         for h in handles:
             h.remove()
+    import pandas as pd
+
     df = pd.DataFrame(rows, columns=["layer", "type", "output_shape", "params"])
     # totals over the net's parameters, each counted once (a layer called twice has two
     # rows, and a container's own parameters, such as a class token, have none)

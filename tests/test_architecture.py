@@ -1,5 +1,7 @@
 """ARCHITECTURE.md's rules, checked on the source: one home per module name, no imports back
-up a layer, no lazy imports but optional ones, Accelerate internals in one module."""
+up a layer, imports inside functions only of optional dependencies and of the heavy ones a
+plain ``import kerastorch`` does not need, Accelerate internals in one module.
+(tests/test_import_time.py checks in a fresh interpreter that those heavy ones stay unloaded.)"""
 
 import ast
 from pathlib import Path
@@ -10,6 +12,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kerastorch"
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 OPTIONAL = ("matplotlib", "IPython", "tensorboard", "torch.utils.tensorboard", "wandb", "mlflow",
             "transformers", "datasets", "onnx", "onnxruntime", "onnxscript", "safetensors", "scipy")
+# required, but slow to import and not needed by ``import kerastorch``: imported on first use
+# (kerastorch.metric_classes subclasses torchmetrics; kerastorch.experiments loads pandas)
+ON_FIRST_USE = ("torchmetrics", "pandas", "accelerate", "kerastorch.metric_classes",
+                "kerastorch.experiments")
 
 
 def _module(path: Path) -> str:
@@ -17,10 +23,23 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _under(name: str, roots) -> bool:
+    return any(name == root or name.startswith(root + ".") for root in roots)
+
+
+def _type_checking_only(tree: ast.Module) -> set:
+    """ids of the imports in module-level ``if TYPE_CHECKING:`` blocks, which never run."""
+    return {id(node) for block in tree.body
+            if isinstance(block, ast.If) and ast.unparse(block.test) in ("TYPE_CHECKING",
+                                                                          "typing.TYPE_CHECKING")
+            for node in block.body}
+
+
 def _imports(path: Path):
-    """(imported kerastorch-or-external module, is_module_level) for each import in path."""
+    """(imported kerastorch-or-external module, runs_at_import) for each import in path:
+    False for one inside a function (or a ``TYPE_CHECKING`` block, which never runs)."""
     tree = ast.parse(path.read_text())
-    top = set(map(id, tree.body))
+    top = set(map(id, tree.body)) | _type_checking_only(tree)
     package = _module(path) if path.name == "__init__.py" else _module(path).rpartition(".")[0]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -44,10 +63,17 @@ def test_no_two_modules_share_a_name():
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: _module(p))
-def test_only_optional_dependencies_are_imported_lazily(path):
+def test_only_optional_or_heavy_dependencies_are_imported_on_first_use(path):
     lazy = [name for name, top in _imports(path)
-            if not top and not name.startswith(OPTIONAL) and name != "__future__"]
+            if not top and not _under(name, OPTIONAL + ON_FIRST_USE) and name != "__future__"]
     assert lazy == []
+
+
+def test_the_type_checking_blocks_are_recognised():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pandas\n"
+                     "def f():\n    import json\n")
+    assert len(_type_checking_only(tree)) == 1
+    assert _under("accelerate.utils", ON_FIRST_USE) and not _under("pandasx", ON_FIRST_USE)
 
 
 # what each lower layer may not import (the layers of ARCHITECTURE.md)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
-
-import pandas as pd
+from typing import TYPE_CHECKING, Optional
 
 from ..checks import check_bool, check_path
 from ..files import atomic_open
 from .base import Callback
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["CSVLogger"]
 
@@ -62,6 +63,8 @@ class CSVLogger(Callback):
         self._previous = None  # reset for reuse: each fit writes its own rows
         if self.append and self.is_writer() and os.path.isfile(self.filename) \
                 and os.path.getsize(self.filename) > 0:
+            import pandas as pd
+
             self._previous = pd.read_csv(self.filename, sep=self.separator)
 
     @property
@@ -75,6 +78,8 @@ class CSVLogger(Callback):
         return {"previous": self._previous.to_dict("records")}
 
     def load_state_dict(self, state: dict) -> None:
+        import pandas as pd
+
         previous = state.get("previous")
         self._previous = None if previous is None else pd.DataFrame(previous)
 
@@ -84,6 +89,8 @@ class CSVLogger(Callback):
 
     def to_frame(self) -> pd.DataFrame:
         """The rows this file holds (earlier rows first with ``append=True``)."""
+        import pandas as pd
+
         frame = pd.DataFrame(self.history_rows())
         if self._previous is not None:
             frame = pd.concat([self._previous, frame], ignore_index=True)

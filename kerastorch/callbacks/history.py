@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .base import Callback
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["History"]
 
@@ -61,4 +64,6 @@ class History(Callback):
         self.rows[-1].update(values)
 
     def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(self.rows)

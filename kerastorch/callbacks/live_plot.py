@@ -6,8 +6,6 @@ import os
 import time
 from typing import Optional
 
-import pandas as pd
-
 from ..plots import figure_png, history_figure, save_png
 from .base import Callback
 
@@ -96,6 +94,8 @@ class LivePlot(Callback):
         notebook = _in_notebook()
         if not self.is_writer() or (not notebook and self.path is None):
             return
+        import pandas as pd
+
         rows = self.history_rows()
         self._drawn_rows = len(rows)
         fig = history_figure(pd.DataFrame(rows), lr_scheduler_interval=getattr(

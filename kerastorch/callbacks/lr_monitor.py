@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .base import Callback
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["LearningRateMonitor"]
 
@@ -67,6 +70,8 @@ class LearningRateMonitor(Callback):
 
     def to_frame(self) -> pd.DataFrame:
         """One row per epoch: ``epoch`` and the recorded rates."""
+        import pandas as pd
+
         return pd.DataFrame(self.records)
 
 

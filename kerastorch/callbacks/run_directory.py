@@ -8,8 +8,6 @@ import os
 import time
 from typing import Any, Optional, Sequence
 
-import pandas as pd
-
 from ..batches import predictions_view
 from ..checks import check_bool, check_mode, check_monitor, check_path
 from ..evaluation import (check_class_names, class_names_of, classification_report,
@@ -266,6 +264,8 @@ class RunDirectory(Callback):
         return children
 
     def _write_curves(self) -> None:
+        import pandas as pd
+
         rows = self.history_rows()
         self._last_plot, self._plotted_rows = time.monotonic(), len(rows)
         try:
