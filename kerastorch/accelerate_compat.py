@@ -42,6 +42,35 @@ def new_accelerator(**kwargs: Any) -> Accelerator:
     return accelerator
 
 
+def reset_for_launch() -> None:
+    """Clear all of Accelerate's process-wide state, ``PartialState`` included, before a fork.
+
+    Works around: ``notebook_launcher`` refuses to start while ``AcceleratorState``
+    holds anything (as it does after any fit in the notebook), and processes forked
+    from it would inherit the notebook's single-process ``PartialState``, so they would
+    never set up their process group. Every Accelerator made before is stale afterwards
+    (its state dict is cleared in place); the generation bump makes models build anew.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    global _generation
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    _generation += 1
+
+
+def forget_prepared(module: torch.nn.Module) -> None:
+    """Let Accelerate prepare ``module`` again, as if it never had.
+
+    Works around: ``prepare`` marks the module it returns ``_is_accelerate_prepared``
+    and returns a marked module as it is. In one process that module is the user's
+    net itself, so after any single-process fit a later multi-process prepare of the
+    same net would skip the DDP wrapper: each process would train alone, silently.
+    """
+    if getattr(module, "_is_accelerate_prepared", False):
+        del module._is_accelerate_prepared
+
+
 def accelerator_generation() -> int:
     """How many Accelerators :func:`new_accelerator` has made; an older one is stale."""
     return _generation

@@ -31,6 +31,7 @@ from .data import (FirstBatches, StepsPerEpoch, arrays_dataset, arrays_len, as_d
                    is_weighted_arrays, keras_xy, loader_length, validation_split_of)
 from .files import atomic_save, check_writable, load_state_dict_file
 from .interrupt import AbortTraining, InterruptGuard
+from .launcher import fit_ddp as launch_fit_ddp
 from .metrics import fresh_metric
 from .objectives import check_loss_weights, class_weight_table
 from .runners import EpochRunner, StepRunner
@@ -578,6 +579,44 @@ class KerasModel:
                 acc.unwrap_model(net, keep_fp32_wrapper=False)
             self._restore(acc, loader, saved)
         return LRFinderResult(history)
+
+    def fit_ddp(self, num_processes: int = 2, train_data=None, val_data=None,
+                **fit_kwargs) -> pd.DataFrame:
+        """torchkeras's ``fit_ddp``: ``fit`` on ``num_processes`` processes started from a notebook.
+
+        Accelerate's ``notebook_launcher`` forks the processes (one per GPU; on the CPU
+        they talk over gloo, one thread each). Each process inherits the model and data
+        as they are in the notebook (nothing is pickled, so lambdas are fine) and runs
+        ``fit(train_data, val_data, **fit_kwargs)`` on its share of the batches. When
+        they end, this model holds rank 0's final weights (the best ones, restored, as
+        after ``fit``), its optimizer state and the history, which is returned. An
+        exception in a process is re-raised here with its message and rank. Accelerate's
+        process-wide state is cleared first, so an Accelerator built in the notebook
+        before is not usable after (kerastorch builds new ones). Needs the ``fork``
+        start method (Linux, macOS) and CUDA untouched in the notebook before the call.
+
+        Args:
+            num_processes: the processes to train on; 1 is a plain ``fit``. Defaults to 2.
+            train_data: as in ``fit``. Defaults to None (required).
+            val_data: as in ``fit``. Defaults to None.
+            **fit_kwargs: ``fit``'s other arguments (``epochs``, ``ckpt_path``, ...),
+                except ``accelerator``.
+
+        Returns:
+            The history ``pandas.DataFrame``; also ``self.history``.
+
+        Raises:
+            TypeError, ValueError: bad ``num_processes``, an unknown keyword, more
+                processes than GPUs; before any process starts.
+            RuntimeError: no ``fork`` (Windows), CUDA initialized before the call, or
+                already inside ``torchrun``/``accelerate launch``.
+
+        Example (in a notebook)::
+
+            history = model.fit_ddp(num_processes=2, train_data=train_dl,
+                                    val_data=val_dl, epochs=3, ckpt_path=None)
+        """
+        return launch_fit_ddp(self, num_processes, train_data, val_data, **fit_kwargs)
 
     def export(self, path, example_input=None, *, format: str = "onnx") -> str:
         """Write the net for serving: ``"onnx"`` (dynamic batch dimension),

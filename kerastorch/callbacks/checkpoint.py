@@ -7,8 +7,8 @@ import os
 import string
 from typing import Optional, Union
 
-from ..files import atomic_save, cpu_state_dict
-from .monitor import MonitorCallback
+from ..files import atomic_save
+from .monitor import MonitorCallback, is_sharded, net_weights
 
 __all__ = ["ModelCheckpoint"]
 
@@ -151,14 +151,17 @@ class ModelCheckpoint(MonitorCallback):
         if not logs or not getattr(accelerator, "sync_gradients", True):
             return
         self.optimizer_steps += 1  # a Python int: no host sync
-        if self.optimizer_steps % self.every_n_steps == 0 and self.is_writer():
-            atomic_save(cpu_state_dict(self.model.unwrapped_net),
-                        self.step_path(self.optimizer_steps))
+        if self.optimizer_steps % self.every_n_steps == 0:
+            weights = _Weights(self).for_file()
+            if weights is not None:
+                atomic_save(weights, self.step_path(self.optimizer_steps))
 
     def on_epoch_end(self, epoch, logs=None):
         weights = _Weights(self)
-        if self.last_path is not None and self.is_writer():
-            atomic_save(weights(), self.last_path.format(**{**logs, "epoch": epoch}))
+        if self.last_path is not None:
+            data = weights.for_file()
+            if data is not None:
+                atomic_save(data, self.last_path.format(**{**logs, "epoch": epoch}))
         if self.epoch_not_validated():
             return
         improved = self.update_best(epoch, logs)
@@ -194,8 +197,9 @@ class ModelCheckpoint(MonitorCallback):
         if self.filepath is None:
             return
         path = self.filepath.format(**{**logs, "epoch": epoch})
-        if self.is_writer():
-            atomic_save(weights(), path)
+        data = weights.for_file()
+        if data is not None:
+            atomic_save(data, path)
         self.last_saved = path
         if improved:
             self.best_k_models = {path: self.best}
@@ -217,8 +221,9 @@ class ModelCheckpoint(MonitorCallback):
         if full and not self._beats(score, self.best_k_models[self._worst_path()]):
             return
         path = _unique(self.ranked_path(epoch, logs), self.best_k_models)
-        if self.is_writer():
-            atomic_save(weights(), path)
+        data = weights.for_file()
+        if data is not None:
+            atomic_save(data, path)
         self.best_k_models[path] = score
         self.last_saved = path
         if 0 < self.save_top_k < len(self.best_k_models):
@@ -239,15 +244,25 @@ class ModelCheckpoint(MonitorCallback):
 
 
 class _Weights:
-    """One device-to-CPU copy of the net's weights per epoch, made when first needed."""
+    """One device-to-CPU copy of the net's weights per epoch, made when first needed
+    (under FSDP or DeepSpeed gathered from the shards: ``KerasModel.full_state_dict``)."""
 
     def __init__(self, callback: ModelCheckpoint):
         self.callback, self.copy = callback, None
 
     def __call__(self) -> dict:
         if self.copy is None:
-            self.copy = cpu_state_dict(self.callback.model.unwrapped_net)
+            self.copy = net_weights(self.callback.model)
         return self.copy
+
+    def for_file(self) -> Optional[dict]:
+        """The weights on the process that writes files, None on the others; a sharded
+        net's gathering is a collective, so then every process takes part."""
+        writer = self.callback.is_writer()
+        if writer or is_sharded(self.callback.model):
+            weights = self()
+            return weights if writer else None
+        return None
 
 
 def _has_fields(pattern: Optional[str]) -> bool:

@@ -46,13 +46,17 @@ class MonitorCallback(Callback):
     def remember_weights(self) -> None:
         """Keep a CPU copy of the net's weights as the best ones (device memory stays flat,
         at one copy per improvement)."""
-        self.best_weights = cpu_state_dict(self.model.unwrapped_net)
+        self.best_weights = net_weights(self.model)
 
     def restore_weights(self) -> bool:
         """Load the remembered best weights back into the net; False when there are none."""
         if self.best_weights is None:
             return False
-        self.model.unwrapped_net.load_state_dict(self.best_weights)
+        load = getattr(self.model, "load_full_state_dict", None)
+        if load is not None:  # KerasModel: also a sharded net
+            load(self.best_weights)
+        else:
+            self.model.unwrapped_net.load_state_dict(self.best_weights)
         return True
 
     def on_fit_begin(self, logs=None):
@@ -114,3 +118,16 @@ class MonitorCallback(Callback):
                             if k.endswith("_loss") and isinstance(v, float)
                             and (validated or not k.startswith("val_")))
         return score if losses_finite and math.isfinite(score) else None
+
+
+def net_weights(model) -> dict:
+    """The net's weights on the CPU: ``model.full_state_dict()``, which gathers a sharded
+    net's weights (every process must call it then), or a copy of
+    ``model.unwrapped_net.state_dict()`` for a stand-in model without that method."""
+    full = getattr(model, "full_state_dict", None)
+    return full() if full is not None else cpu_state_dict(model.unwrapped_net)
+
+
+def is_sharded(model) -> bool:
+    """Whether reading ``model``'s weights is a collective (FSDP, DeepSpeed)."""
+    return bool(getattr(model, "is_sharded", False))
