@@ -29,7 +29,7 @@ DOCS = ROOT / "docs"
 PAGES = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 EXPECT = re.compile(r"#\s*->\s?(.*)$")
-NOT_RUN = {"bash", "text"}
+NOT_RUN = {"bash", "text", "yaml"}
 # pages that teach by example: each needs at least one block that runs
 GUIDES = [p for p in PAGES if p.startswith("guides/")] + ["getting-started.md"]
 
