@@ -14,13 +14,13 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset
 from .accelerate_compat import enter_loader, leave_loader, loader_generator
 from .batches import map_tensors
 from .checks import check_bool
-from .state import get_rng_state, set_rng_state
+from .state import loader_rng_state, set_loader_rng_state
 
 __all__ = ["arrays_dataset", "arrays_len", "as_dataloader", "as_tensor",
            "check_sample_weights", "device_loader", "DeviceBatches", "fast_loader",
            "FirstBatches", "hf_torch_dataset", "is_array_pair", "is_arrays", "is_hf_dataset",
-           "is_weighted_arrays", "keras_xy", "StepsPerEpoch", "StructureDataset",
-           "TensorBatches", "validation_split_of"]
+           "is_weighted_arrays", "keras_xy", "replay_pass", "resume_epoch", "StepsPerEpoch",
+           "StructureDataset", "TensorBatches", "validation_split_of"]
 
 
 def as_tensor(array: Any, name: str) -> torch.Tensor:
@@ -595,7 +595,9 @@ class StepsPerEpoch:
     current pass of the loader got and the RNG states it started from; after
     :meth:`load_kerastorch_state` the next epoch replays that pass's start (the same
     shuffle), skips the batches already trained on and restores the RNG, so a
-    resumed run sees the batches an uninterrupted one would.
+    resumed run sees the batches an uninterrupted one would. After
+    :meth:`continue_epoch` that next epoch is the rest of the one a mid-epoch state
+    was taken in.
 
     Example:
         >>> batches = StepsPerEpoch([1, 2, 3], steps=2)
@@ -610,15 +612,20 @@ class StepsPerEpoch:
         self._position = 0  # batches taken from the current pass
         self._pass_start: Optional[dict] = None  # RNG states when the current pass began
         self._resume: Optional[dict] = None
+        self._rest: Optional[tuple] = None  # (batches of the epoch done, RNG states then)
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self) -> Iterator:
+        steps, rng = self.steps, None
+        if self._rest is not None:
+            (done, rng), self._rest = self._rest, None
+            steps -= done
         if self._resume is not None:
-            self._replay(self._resume)
+            self._replay(self._resume, rng)
             self._resume = None
-        for _ in range(self.steps):
+        for _ in range(steps):
             if self._iterator is None:
                 self._new_pass()
             try:
@@ -633,19 +640,18 @@ class StepsPerEpoch:
             yield batch
 
     def _new_pass(self) -> None:
-        self._pass_start = _rng_snapshot(self.loader)
+        self._pass_start = loader_rng_state(self.loader)
         self._iterator, self._position = iter(self.loader), 0
 
-    def _replay(self, state: dict) -> None:
+    def _replay(self, state: dict, rng: Optional[dict] = None) -> None:
+        """Back to ``state``'s place in its pass; the RNG states end as ``rng`` (None: as now)."""
+        if rng is None:
+            rng = loader_rng_state(self.loader)
         if state["pass_start"] is None:
+            set_loader_rng_state(self.loader, rng)
             return
-        now = _rng_snapshot(self.loader)
-        _restore_rng(self.loader, state["pass_start"])
-        self._new_pass()
-        for _ in range(state["position"]):
-            next(self._iterator)  # the same shuffle, so these are the batches trained on
-        self._position = state["position"]
-        _restore_rng(self.loader, now)
+        self._iterator = replay_pass(self.loader, state["pass_start"], state["position"], rng)
+        self._pass_start, self._position = state["pass_start"], state["position"]
 
     def kerastorch_state(self) -> dict:
         """Where the current pass of the loader is, for the resumable state."""
@@ -655,18 +661,49 @@ class StepsPerEpoch:
         """Continue, from the next epoch on, where :meth:`kerastorch_state` was taken."""
         self._iterator, self._resume = None, state
 
+    def continue_epoch(self, batches: int, rng: dict) -> None:
+        """Make the next epoch the rest of one whose first ``batches`` batches ran before
+        the loaded state was taken, starting from the RNG states ``rng`` of that moment."""
+        self._rest = (batches, rng)
 
-def _rng_snapshot(loader: Any) -> dict:
-    generator = loader_generator(loader)
-    return {"rng": get_rng_state(),
-            "loader_generator": None if generator is None else generator.get_state()}
+
+def replay_pass(loader: Any, pass_start: dict, batches: int, rng: dict) -> Iterator:
+    """An iterator over ``loader`` that has yielded its first ``batches`` batches, as it had
+    in a pass that started from the RNG states ``pass_start``; the RNG states end as ``rng``.
+
+    The pass is replayed: from ``pass_start`` the iterator draws the same shuffle and
+    worker seeds, and the batches are loaded and dropped (no step runs), which costs
+    their loading time. It is exact for a loader whose main-process random draws all
+    happen before its first batch is used, as a DataLoader's shuffle and worker seeds
+    do (a dataset that augments with random draws does so in its workers, replayed
+    batch for batch; without workers such draws would be replayed out of their order
+    among the training steps' draws).
+
+    Raises:
+        ValueError: the loader ends before ``batches`` batches.
+    """
+    set_loader_rng_state(loader, pass_start)
+    iterator = iter(loader)
+    for done in range(batches):
+        try:
+            next(iterator)
+        except StopIteration:
+            raise ValueError(f"resume: the saved state is {batches} batches into a pass over "
+                             f"the training data, but the loader ends after {done}; resume "
+                             "with the data the state was saved with") from None
+    set_loader_rng_state(loader, rng)
+    return iterator
 
 
-def _restore_rng(loader: Any, snapshot: dict) -> None:
-    set_rng_state(snapshot["rng"])
-    generator = loader_generator(loader)
-    if generator is not None and snapshot["loader_generator"] is not None:
-        generator.set_state(snapshot["loader_generator"])
+def resume_epoch(loader: Any, batches: int, pass_start: Optional[dict], rng: dict) -> Any:
+    """The rest of an epoch over ``loader`` whose first ``batches`` batches ran before a
+    mid-epoch state was taken: ``pass_start`` and ``rng`` are the RNG states when the
+    pass began and when the state was taken (see :func:`replay_pass`). A
+    :class:`StepsPerEpoch` replays its own pass (``pass_start`` is None then)."""
+    if isinstance(loader, StepsPerEpoch):
+        loader.continue_epoch(batches, rng)
+        return loader
+    return replay_pass(loader, pass_start, batches, rng)
 
 
 class FirstBatches:

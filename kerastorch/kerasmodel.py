@@ -28,7 +28,8 @@ from .checks import (check_accelerator, check_bool, check_callbacks, check_fit_a
                      state_paths)
 from .data import (FirstBatches, StepsPerEpoch, arrays_dataset, arrays_len, as_dataloader,
                    check_sample_weights, device_loader, fast_loader, is_array_pair, is_arrays,
-                   is_weighted_arrays, keras_xy, loader_length, validation_split_of)
+                   is_weighted_arrays, keras_xy, loader_length, resume_epoch,
+                   validation_split_of)
 from .files import atomic_save, check_writable, load_state_dict_file
 from .interrupt import AbortTraining, InterruptGuard
 from .launcher import fit_ddp as launch_fit_ddp
@@ -39,7 +40,8 @@ from .scheduler import SchedulerStepper, check_scheduler, check_scheduler_for_fi
 from .schedules import Schedule
 from .export import export as export_net
 from .lr_finder import LRFinderResult, check_range, lr_grid, range_test
-from .state import get_rng_state, load_fit_state, save_fit_state, set_rng_state
+from .state import (StepStates, get_rng_state, load_fit_state, save_fit_state,
+                    set_rng_state)
 from .summary import summary
 from .userwarn import warn_user
 
@@ -272,9 +274,17 @@ class KerasModel:
                 (kerastorch builds one from those three settings, which also honours an
                 ``accelerate launch`` config).
             save_state_every_steps: also write the resumable state every this many
-                optimizer steps, inside the epoch; ``resume=True`` from such a state
-                continues inside that epoch (see "Resume" in the README). Needs a
-                ``state_path`` (or ``ckpt_path``). Defaults to None (epoch ends only).
+                optimizer steps (synced steps with gradient accumulation; counted over
+                the fit and kept in the state), into the same file, during training
+                (before the epoch's validation). ``resume=True`` from such a state
+                continues inside that epoch: its running loss sums and metric states are
+                restored, and the epoch's pass over the data is replayed from the RNG
+                states it began with, loading and discarding the batches already trained
+                on, so resuming costs the loading time of those batches (no steps). Each
+                write costs a host sync and a ``torch.save`` of the net and optimizer.
+                Works with ``steps_per_epoch``; a resume needs the same number of
+                processes. See docs/guides/resume-and-faults.md. Needs a ``state_path``
+                (or ``ckpt_path``). Defaults to None (epoch ends only).
 
         Returns:
             The history ``pandas.DataFrame``, one row per epoch; also ``self.history``.
@@ -365,14 +375,23 @@ class KerasModel:
         self.stop_training = self.interrupted = False
         try:
             cbs.call("on_fit_begin", {})
-            done = (initial_epoch if resume_path is None
-                    else load_fit_state(self, resume_path, cbs, train_dl))
+            step_states = None  # save_state_every_steps: the writer of mid-epoch states
+            if save_state_every_steps is not None:
+                step_states = train_epoch.after_step = StepStates(
+                    self, state_path, save_state_every_steps, cbs, train_dl, train_epoch)
+            done, resumed = initial_epoch, None
+            if resume_path is not None:
+                done, resumed = load_fit_state(self, resume_path, cbs, train_dl,
+                                               epoch_runner=train_epoch,
+                                               step_states=step_states)
             with guard:
                 for epoch in range(done + 1, epochs + 1 if not self.stop_training else 0):
                     self._run_epoch(epoch, cbs, train_epoch, train_dl, val_epoch, val_dl,
-                                    monitor)
+                                    monitor, resumed, step_states)
+                    resumed = None  # only the first epoch can continue a saved one
                     if state_path is not None and epoch % save_state_every == 0:
-                        save_fit_state(self, state_path, epoch, cbs, train_dl)
+                        save_fit_state(self, state_path, epoch, cbs, train_dl,
+                                       step_states=step_states)
                     if self.stop_training:
                         break
         except AbortTraining:
@@ -395,10 +414,20 @@ class KerasModel:
                 acc.unwrap_model(net, keep_fp32_wrapper=False)
         return self.history
 
-    def _run_epoch(self, epoch, cbs, train_epoch, train_dl, val_epoch, val_dl, monitor):
-        cbs.call("on_epoch_begin", epoch, {})
-        lr = self.optimizer.param_groups[0]["lr"]
-        row = {"epoch": epoch, **train_epoch(train_dl), "lr": lr}
+    def _run_epoch(self, epoch, cbs, train_epoch, train_dl, val_epoch, val_dl, monitor,
+                   resumed=None, step_states=None):
+        if resumed is None:
+            cbs.call("on_epoch_begin", epoch, {})
+            lr, batches, pass_start = self.optimizer.param_groups[0]["lr"], train_dl, None
+        else:
+            # the rest of the epoch a mid-epoch state was taken in: the callbacks' states
+            # are those of that moment; on_epoch_begin runs again for the per-epoch setup
+            cbs.call("on_epoch_begin", epoch, {"resumed_batches": resumed["batches"]})
+            lr, pass_start = resumed["lr"], resumed["pass_start"]
+            batches = resume_epoch(train_dl, resumed["batches"], pass_start, resumed["rng"])
+        if step_states is not None:
+            step_states.begin_epoch(epoch, lr, pass_start)
+        row = {"epoch": epoch, **train_epoch(batches), "lr": lr}
         self.validated = val_epoch is None or _validates(epoch, self._validation_freq)
         if val_epoch is not None and self.validated:
             cbs.call("on_val_begin", epoch, dict(row))

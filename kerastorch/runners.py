@@ -394,27 +394,45 @@ class EpochRunner:
         should_stop: called after each batch; True ends the pass there and the epoch's
             logs cover the batches run (a callback setting ``model.stop_training``
             mid-epoch, as in Keras). Defaults to None.
+        after_step: called after each batch unless it stopped or interrupted the pass,
+            as ``after_step(batches, sums, count, step_logs)``: the batches run so far in
+            this pass, the running sums (detached device tensors, by key) and their
+            weight (an int, or a device tensor with sample weights), and the step's logs
+            (empty when ``skip_nonfinite`` skipped it). ``fit(save_state_every_steps=N)``
+            writes its mid-epoch states from here (``state.StepStates``). Defaults to None.
 
     Returns:
         ``__call__(loader)`` returns a dict of floats keyed ``"<stage>_<name>"``.
     """
 
     def __init__(self, step_runner: StepRunner, callbacks=None, interrupt=None,
-                 should_stop=None):
+                 should_stop=None, after_step=None):
         self.step_runner = step_runner
         self.stage = step_runner.stage
         self.callbacks = callbacks
         self.interrupt = interrupt
         self.should_stop = should_stop
+        self.after_step = after_step
+        self._resume: Optional[tuple] = None
+
+    def resume_from(self, batches: int, sums: dict, count) -> None:
+        """Make the next pass continue one whose first ``batches`` batches ran already:
+        its sums and weight start from ``sums`` and ``count`` (as ``after_step`` saw them)
+        and its batch hooks count on from ``batches``. The loader given to that pass
+        yields the remaining batches; the metrics keep whatever state they hold."""
+        self._resume = (batches, sums, count)
 
     def __call__(self, dataloader) -> dict:
         step_runner, stage = self.step_runner, self.stage
         step_runner.net.train(stage == "train")
         hook_begin, hook_end = self._batch_hooks()
         accumulate = step_runner.accelerator.accumulate if stage == "train" else None
+        after_step = self.after_step
         sums: dict = {}
         count, steps = 0, 0  # count becomes a device tensor when steps weigh by sample weights
-        for steps, batch in enumerate(dataloader, start=1):
+        if self._resume is not None:
+            (steps, sums, count), self._resume = self._resume, None
+        for steps, batch in enumerate(dataloader, start=steps + 1):
             if hook_begin:
                 self.callbacks.call(f"on_{stage}_batch_begin", steps - 1, {})
             if accumulate is not None:
@@ -433,6 +451,8 @@ class EpochRunner:
                 raise KeyboardInterrupt(f"interrupted after {stage} step {steps - 1}")
             if self.should_stop is not None and self.should_stop():
                 break
+            if after_step is not None:
+                after_step(steps, sums, count, step_logs)
         if steps == 0:
             raise ValueError(f"the {stage} loader yielded no batches; it must yield at least one")
         logs = self._epoch_means(sums, count)
