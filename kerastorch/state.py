@@ -7,7 +7,9 @@ states are stored as tensors for the same reason.
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 from typing import Any, List, Optional
 
 import numpy as np
@@ -19,7 +21,7 @@ from .userwarn import warn_user
 
 __all__ = ["get_rng_state", "set_rng_state", "loader_rng_state", "set_loader_rng_state",
            "metric_states", "load_metric_states", "save_training_state", "load_training_state",
-           "save_fit_state", "load_fit_state", "StepStates"]
+           "save_fit_state", "load_fit_state", "shards_folder", "StepStates"]
 
 # 2: callback states keyed by Callback.state_key (1 matched them by position)
 FORMAT_VERSION = 2
@@ -116,20 +118,22 @@ def load_metric_states(metrics: dict, states: dict) -> None:
             module._computed = None  # compute() must not return a cached value
 
 
-def save_training_state(path: str, *, epoch: int, net: torch.nn.Module, optimizer,
+def save_training_state(path: str, *, epoch: int, net, optimizer,
                         lr_scheduler=None, scaler=None, callback_states: dict,
                         rng_states: List[dict],
                         extra: Optional[dict] = None) -> None:
     """Write the state at the end of ``epoch`` atomically to ``path``.
 
-    ``rng_states`` holds one entry per process, so each rank gets its own back;
-    ``callback_states`` maps each callback's ``state_key`` to its state.
+    ``net`` is a module or its state dict already taken (a sharded net's, gathered);
+    ``optimizer`` may be None (a sharded one is saved beside the file, see
+    :func:`save_fit_state`). ``rng_states`` holds one entry per process, so each rank
+    gets its own back; ``callback_states`` maps each callback's ``state_key`` to its state.
     """
     state: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "epoch": epoch,
-        "net": net.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "net": net if isinstance(net, dict) else net.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
         "lr_scheduler": None if lr_scheduler is None else lr_scheduler.state_dict(),
         "scaler": None if scaler is None else scaler.state_dict(),
         "callbacks": callback_states,
@@ -158,7 +162,15 @@ def save_fit_state(model, path: str, epoch: int, callbacks, train_dl, *,
                    progress: Optional[tuple] = None) -> None:
     """Write ``model``'s training state after ``epoch`` completed epochs (rank 0 writes, all
     wait). With ``progress``, ``(batches, sums, count)`` of the train EpochRunner, the state
-    is taken inside epoch ``epoch + 1`` (see :class:`StepStates`)."""
+    is taken inside epoch ``epoch + 1`` (see :class:`StepStates`).
+
+    A sharded net (FSDP, DeepSpeed: ``model.is_sharded``) is never read with
+    ``state_dict()``: every process joins ``model.full_state_dict()`` (Accelerate's
+    ``get_state_dict``) for the file's ``"net"``, and Accelerate's ``save_state`` writes
+    the net and optimizer shards to ``<path>.accelerate/<tag>/``, a new folder per state;
+    the file names its folder, and once it is written the older folders are removed, so a
+    kill at any moment leaves a file and the folder it names.
+    """
     from accelerate.utils import gather_object
 
     acc = model.accelerator
@@ -177,16 +189,57 @@ def save_fit_state(model, path: str, epoch: int, callbacks, train_dl, *,
         extra["mid_epoch"] = {"epoch": epoch + 1, "batches": progress[0],
                               "lr": step_states.lr}
         own.update(step_states.rank_progress(*progress))
+    net, optimizer = model.unwrapped_net, model.optimizer
+    if _is_sharded(model):  # collectives: every process takes part
+        net, optimizer = _net_weights(model), None
+        extra["shards"] = _save_shards(acc, path, f"epoch{epoch}" if progress is None
+                                       else f"epoch{epoch}-step{step_states.optimizer_steps}")
     # every rank's RNG (and epoch progress) goes into rank 0's one file
     ranks = gather_object([own]) if acc.num_processes > 1 else [own]
     if acc.is_main_process:
         extra["ranks"] = [{k: v for k, v in r.items() if k != "rng"} for r in ranks]
         save_training_state(
-            path, epoch=epoch, net=model.unwrapped_net, optimizer=model.optimizer,
+            path, epoch=epoch, net=net, optimizer=optimizer,
             lr_scheduler=model.lr_scheduler, scaler=acc.scaler,
             callback_states=callbacks.state_dict(),
             rng_states=[r["rng"] for r in ranks], extra=extra)
+        if "shards" in extra:
+            _remove_other_shards(path, extra["shards"])
     acc.wait_for_everyone()
+
+
+def shards_folder(path: str) -> str:
+    """Where the net and optimizer shards of the state file ``path`` are saved."""
+    return f"{path}.accelerate"
+
+
+def _is_sharded(model) -> bool:
+    """``model.is_sharded`` (FSDP, DeepSpeed), False for a stand-in model without it."""
+    return bool(getattr(model, "is_sharded", False))
+
+
+def _net_weights(model) -> dict:
+    """The whole net's weights: ``model.full_state_dict()`` gathers a sharded net's."""
+    full = getattr(model, "full_state_dict", None)
+    if full is None:
+        return {k: v.detach().cpu().clone() for k, v in model.unwrapped_net.state_dict().items()}
+    return full()
+
+
+def _save_shards(acc, path: str, tag: str) -> str:
+    if acc.project_configuration.automatic_checkpoint_naming:
+        raise ValueError("the Accelerator's ProjectConfiguration has automatic_checkpoint_naming"
+                         "=True, which makes save_state ignore the folder kerastorch saves a "
+                         "sharded net's state to; pass an Accelerator without it")
+    acc.save_state(os.path.join(shards_folder(path), tag))
+    return tag
+
+
+def _remove_other_shards(path: str, keep: str) -> None:
+    folder = shards_folder(path)
+    for name in os.listdir(folder):
+        if name != keep:
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
 def load_fit_state(model, path: str, callbacks, train_dl, *, epoch_runner=None,
@@ -208,7 +261,10 @@ def load_fit_state(model, path: str, callbacks, train_dl, *, epoch_runner=None,
     own = ranks[min(rank, len(ranks) - 1)]
     if "mid_epoch" in extra:  # before anything changes
         _check_mid_epoch(extra, own, len(ranks), acc.num_processes, train_dl)
-    _load_training_objects(model, state, callbacks)
+    if ("shards" in extra) != _is_sharded(model):
+        raise ValueError(f"resume: {path!r} was saved from a {'' if 'shards' in extra else 'not '}"
+                         "sharded net (FSDP or DeepSpeed); resume under the same setup")
+    _load_training_objects(model, state, callbacks, path)
     rng = state["rng"][min(rank, len(state["rng"]) - 1)]
     set_rng_state(rng)
     generator = loader_generator(train_dl)
@@ -232,10 +288,16 @@ def load_fit_state(model, path: str, callbacks, train_dl, *, epoch_runner=None,
     return int(state["epoch"]), resumed
 
 
-def _load_training_objects(model, state: dict, callbacks) -> None:
+def _load_training_objects(model, state: dict, callbacks, path: str) -> None:
     """The net, optimizer, scheduler, AMP scaler and callback states of ``state``."""
-    model.unwrapped_net.load_state_dict(state["net"])
-    model.optimizer.load_state_dict(state["optimizer"])
+    shards = state["extra"].get("shards")
+    if shards is not None:
+        # a collective; it sets the RNG states and Accelerator.step too, which the
+        # caller sets again from the state afterwards
+        model.accelerator.load_state(os.path.join(shards_folder(path), shards))
+    else:
+        model.unwrapped_net.load_state_dict(state["net"])
+        model.optimizer.load_state_dict(state["optimizer"])
     if model.lr_scheduler is not None and state["lr_scheduler"] is not None:
         model.lr_scheduler.load_state_dict(state["lr_scheduler"])
     scaler = model.accelerator.scaler

@@ -86,26 +86,45 @@ def _torchrun(out, *args):
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
 
 
-def test_two_processes_killed_inside_an_epoch_resume_exactly(tmp_path):
+def test_two_processes_killed_inside_an_epoch_resume_exactly_also_on_the_sharded_path(
+        tmp_path):
     # 96 samples, batches of 8, two processes: 6 batches per process per epoch; a state
-    # every 3 optimizer steps is taken after epoch 2's 3rd batch, the kill is at its 5th
+    # every 3 optimizer steps is taken after epoch 2's 3rd batch, the stop is at its 5th
     first = _torchrun(tmp_path, "--straight-then-kill", "2:4")
-    assert first.returncode != 0 and not (tmp_path / "resumed0.json").exists()
-    assert (tmp_path / "straight.pt").exists(), first.stdout[-3000:] + first.stderr[-3000:]
+    logs = first.stdout[-3000:] + first.stderr[-3000:]
+    assert first.returncode != 0 and not (tmp_path / "resumed0.json").exists(), logs
+    assert (tmp_path / "straight.pt").exists() and (tmp_path / "sharded_crashed1.json").exists(), logs
     state = load_training_state(str(tmp_path / "best.pt.state.pt"))
     assert (state["epoch"], state["extra"]["mid_epoch"]["batches"]) == (1, 3)
     assert len(state["extra"]["ranks"]) == 2  # each process's sums and metric states
+    assert "shards" not in state["extra"] and state["optimizer"] is not None
+    # the sharded path: the net gathered into the file, net and optimizer shards in one
+    # folder beside it (the older states' folders removed), every save made by both
+    sharded = tmp_path / "sharded" / "best.pt.state.pt"
+    state = load_training_state(str(sharded))
+    assert state["optimizer"] is None and state["extra"]["shards"] == "epoch1-step9"
+    assert sorted(os.listdir(f"{sharded}.accelerate")) == ["epoch1-step9"]
+    files = set(os.listdir(f"{sharded}.accelerate/epoch1-step9"))
+    assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl",
+            "random_states_1.pkl"} <= files, files
+    straight_weights = torch.load(tmp_path / "straight.pt", weights_only=True)
+    assert sorted(state["net"]) == sorted(straight_weights)
+    crashed = [json.loads((tmp_path / f"sharded_crashed{k}.json").read_text()) for k in range(2)]
+    # states after steps 3, 6 and epoch 1's end (both after its 6th batch), and 9
+    assert crashed[0]["saves"] == crashed[1]["saves"] == [2, 2, 2, 2]
+
     second = _torchrun(tmp_path, "--resume")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    straight = [json.loads((tmp_path / f"straight{k}.json").read_text()) for k in range(2)]
-    resumed = [json.loads((tmp_path / f"resumed{k}.json").read_text()) for k in range(2)]
-    for k in range(2):
-        assert resumed[k]["history"] == straight[0]["history"]
-        assert resumed[k]["batches"] == {"2": 3, "3": 6}
-    a = torch.load(tmp_path / "straight.pt", weights_only=True)
-    b = torch.load(tmp_path / "resumed.pt", weights_only=True)
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    straight = json.loads((tmp_path / "straight0.json").read_text())
+    for name in ("resumed", "resumed_sharded"):
+        for k in range(2):
+            resumed = json.loads((tmp_path / f"{name}{k}.json").read_text())
+            assert resumed["history"] == straight["history"], name
+            assert resumed["batches"] == {"2": 3, "3": 6}, name
+        weights = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+        for key, value in straight_weights.items():
+            assert torch.equal(value, weights[key]), (name, key)
+    assert sorted(os.listdir(f"{sharded}.accelerate")) == ["epoch3"]
 
 
 # -- in one process: the combinations, with a crash raised from a callback ---------------

@@ -9,9 +9,18 @@ shuffled DataLoader over a map-style Dataset that augments with random noise, wi
 many worker processes) or "ddp" (a shuffled DataLoader over a TensorDataset, two
 processes). The killed fit writes a state every EVERY optimizer steps and SIGKILLs
 itself at the end of training step STEP of epoch EPOCH, as a crash or a pre-empted job
-would. Under torchrun each rank writes rank<k>.json (history, batches trained per
-epoch); rank 0 writes the final weights.
+would. Under torchrun each rank writes <name><k>.json (history, batches trained per
+epoch) and rank 0 <name>.pt (the final weights), for the straight run and the resumed ones.
+
+Under torchrun the sharded path of the state (FSDP, DeepSpeed) runs too, in OUT/sharded:
+on this CPU machine Accelerate turns FSDP into DDP, so ``forced_sharding`` makes
+``KerasModel.is_sharded`` true and ``SaveStateCollective`` puts an all_reduce into
+``Accelerator.save_state``, so a process skipping a save the others make would hang, as
+under FSDP. That run stops with an exception inside epoch 2 (the SIGKILL is the plain run's,
+after it) and is resumed by the second torchrun.
 """
+
+import contextlib
 
 import json
 import os
@@ -19,6 +28,7 @@ import signal
 import sys
 
 import torch
+import torch.distributed as dist
 import torchmetrics
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -69,6 +79,48 @@ class BatchCount(Callback):
         self.first.setdefault(self.epoch, step)
 
 
+class Crash(BaseException):
+    """Not an Exception nor a KeyboardInterrupt: fit lets it through, as a kill would."""
+
+
+class CrashAt(KillAt):
+    def on_train_batch_end(self, step, logs=None):
+        if (self.epoch, step) == self.at:
+            raise Crash
+
+
+class SaveStateCollective(Callback):
+    """Counts Accelerator.save_state calls through an all_reduce that every process joins."""
+
+    def __init__(self):
+        self.counts = []
+
+    def on_fit_begin(self, logs=None):
+        acc = self.model.accelerator
+        real = acc.save_state
+
+        def save_state(*args, **kwargs):
+            count = torch.ones(1)
+            dist.all_reduce(count)  # a process that skipped this save would leave us hanging
+            self.counts.append(int(count.item()))
+            return real(*args, **kwargs)
+
+        acc.save_state = save_state
+
+
+@contextlib.contextmanager
+def forced_sharding():
+    saved = KerasModel.__dict__.get("is_sharded")
+    KerasModel.is_sharded = property(lambda self: self.accelerator is not None)
+    try:
+        yield
+    finally:
+        if saved is None:
+            del KerasModel.is_sharded
+        else:
+            KerasModel.is_sharded = saved
+
+
 def _data(n, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 5, generator=g)
@@ -108,25 +160,45 @@ def fit(case, out, seed=0, callbacks=(), **kwargs):
     return model, history
 
 
-def _write(out, name, model, history, counter):
+def _write(out, name, model, history=None, counter=None, saves=None):
     rank = model.accelerator.process_index
     with open(os.path.join(out, f"{name}{rank}.json"), "w") as f:
-        json.dump({"history": history.to_dict(orient="list"),
-                   "batches": counter.batches, "first": counter.first}, f)
-    if rank == 0:
+        json.dump({"history": None if history is None else history.to_dict(orient="list"),
+                   "batches": counter and counter.batches, "first": counter and counter.first,
+                   "saves": saves and saves.counts}, f)
+    if rank == 0 and history is not None:
         torch.save(model.net.state_dict(), os.path.join(out, f"{name}.pt"))
+
+
+def _folder(out, name):
+    path = os.path.join(out, name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _sharded_run(out, case, epoch, step):
+    """The sharded path's fit, stopped by an exception inside ``epoch``."""
+    saves = SaveStateCollective()
+    model = None
+    with forced_sharding():
+        try:
+            fit(case, _folder(out, "sharded"), callbacks=[saves, CrashAt(epoch, step)],
+                save_state_every_steps=EVERY[case])
+        except Crash:
+            model = saves.model
+    _write(out, "sharded_crashed", model, saves=saves)
 
 
 def main(args):
     out, case = args[0], args[1]
     torch.set_num_threads(1)
-    if "--straight-then-kill" in args:  # torchrun: the straight run, then the killed one
-        straight = os.path.join(out, "straight")
-        os.makedirs(straight, exist_ok=True)
+    if "--straight-then-kill" in args:  # torchrun: straight, sharded, then the killed run
+        at = args[args.index("--straight-then-kill") + 1]
         counter = BatchCount()
-        model, history = fit(case, straight, callbacks=[counter])
+        model, history = fit(case, _folder(out, "straight"), callbacks=[counter])
         _write(out, "straight", model, history, counter)
-        args = [*args, "--kill-at", args[args.index("--straight-then-kill") + 1]]
+        _sharded_run(out, case, *(int(v) for v in at.split(":")))
+        args = [*args, "--kill-at", at]
     if "--kill-at" in args:
         epoch, step = (int(v) for v in args[args.index("--kill-at") + 1].split(":"))
         fit(case, out, callbacks=[KillAt(epoch, step)], save_state_every_steps=EVERY[case])
@@ -136,6 +208,12 @@ def main(args):
         model, history = fit(case, out, seed=123, callbacks=[counter], resume=True,
                              save_state_every_steps=EVERY[case])
         _write(out, "resumed", model, history, counter)
+        counter, saves = BatchCount(), SaveStateCollective()
+        with forced_sharding():
+            model, history = fit(case, os.path.join(out, "sharded"), seed=123,
+                                 callbacks=[counter, saves], resume=True,
+                                 save_state_every_steps=EVERY[case])
+        _write(out, "resumed_sharded", model, history, counter, saves)
         # a clean gloo shutdown: exiting with the process group alive can abort in teardown
         model.accelerator.end_training()
 
