@@ -522,7 +522,7 @@ class DeviceBatches:
         self.device = torch.device(accelerator.device)
         self.signal_end = signal_end
         self.non_blocking = bool(getattr(loader, "pin_memory", False))
-        self.end_of_dataloader = False  # read by Accelerate's GradientState
+        self.end_of_dataloader = False  # read by Accelerate's gradient accumulation
         self.remainder = 0  # no padding samples in one process
 
     def __len__(self) -> int:

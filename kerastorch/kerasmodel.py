@@ -30,7 +30,7 @@ from .data import (FirstBatches, StepsPerEpoch, arrays_dataset, arrays_len, as_d
                    check_sample_weights, device_loader, fast_loader, is_array_pair, is_arrays,
                    is_weighted_arrays, keras_xy, loader_length, resume_epoch,
                    validation_split_of)
-from .files import atomic_save, check_writable, load_state_dict_file
+from .files import atomic_save, check_writable, cpu_state_dict, load_state_dict_file
 from .interrupt import AbortTraining, InterruptGuard
 from .launcher import fit_ddp as launch_fit_ddp
 from .metrics import fresh_metric
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = ["KerasModel"]
 
+# Accelerate's distributed types whose nets hold only a shard of their weights per process
+SHARDED = ("FSDP", "DEEPSPEED")
 FLAGS = ("plot", "quiet", "cpu", "shuffle", "skip_nonfinite", "fast_data", "compile")
 
 
@@ -133,6 +135,7 @@ class KerasModel:
         self.validated = True  # whether the current epoch ran validation (validation_freq)
         self._validation_freq = 1
         self._example_inputs = None  # the first batch's inputs of the last fit/evaluate
+        self._prepared_net: Optional[torch.nn.Module] = None  # the last fit's prepared net
         self.fit_arguments: Optional[dict] = None  # the running fit's arguments, for loggers
         # (set while fit runs, None after it)
 
@@ -146,6 +149,42 @@ class KerasModel:
     @property
     def is_main_process(self) -> bool:
         return self.accelerator is None or self.accelerator.is_main_process
+
+    @property
+    def is_sharded(self) -> bool:
+        """Whether the last fit split the net's weights across processes (FSDP or
+        DeepSpeed), so that reading them whole is a collective every process joins."""
+        acc = self.accelerator
+        return acc is not None and acc.distributed_type in SHARDED
+
+    def full_state_dict(self) -> dict:
+        """The net's weights, whole, as a CPU state dict that loads into a plain net.
+
+        Under FSDP or DeepSpeed the shards are gathered with Accelerate's
+        ``get_state_dict`` (the plugin's full-state-dict settings): every process must
+        call this, and the main process gets the whole dict (FSDP leaves the others an
+        empty one). Otherwise it is a copy of the net's ``state_dict()``.
+        """
+        if not self.is_sharded:
+            return cpu_state_dict(self.unwrapped_net)
+        net = self._prepared_net if self._prepared_net is not None else self.net
+        state = self.accelerator.get_state_dict(net)
+        return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+    def load_full_state_dict(self, state: dict) -> None:
+        """Load what :meth:`full_state_dict` returned into the net (every process calls
+        it). Under FSDP2 the main process's whole dict is broadcast into the shards."""
+        acc = self.accelerator
+        if self.is_sharded and getattr(acc, "is_fsdp2", False):
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                                 set_model_state_dict)
+            set_model_state_dict(self.net, state, options=StateDictOptions(
+                full_state_dict=True, broadcast_from_rank0=True))
+        elif self.is_sharded and not state:  # FSDP1: only the main process holds it
+            warn_user("the best weights cannot be loaded back into an FSDP1-sharded net "
+                      "in place; they are in the checkpoint file (load it into a plain net)")
+        else:
+            self.unwrapped_net.load_state_dict(state)
 
     # -- fit -------------------------------------------------------------------
 
@@ -350,6 +389,7 @@ class KerasModel:
 
         train_dl, val_dl = (fast_loader(dl, acc, enabled=fast_data) for dl in (train_dl, val_dl))
         net, optimizer, train_dl, val_dl = self._prepare(acc, train_dl, val_dl)
+        self._prepared_net = net  # what get_state_dict gathers a sharded net's weights from
         if self.schedule is not None:  # sized now: the prepared loader is this process's share
             self.lr_scheduler = self.schedule.build(self.optimizer, _optimizer_steps(
                 epochs - initial_epoch, steps_per_epoch or loader_length(train_dl),
@@ -744,8 +784,13 @@ class KerasModel:
     # -- checkpoints -----------------------------------------------------------------
 
     def save_ckpt(self, path: str) -> None:
-        """Write the net's weights to ``path`` atomically (main process only)."""
-        if self.is_main_process:
+        """Write the net's weights to ``path`` atomically (the main process writes; under
+        FSDP or DeepSpeed every process must call it, to gather the shards)."""
+        if self.is_sharded:
+            state = self.full_state_dict()
+            if self.is_main_process:
+                atomic_save(state, path)
+        elif self.is_main_process:
             atomic_save(self.unwrapped_net.state_dict(), path)
 
     def load_ckpt(self, path: str) -> None:

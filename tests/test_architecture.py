@@ -13,9 +13,10 @@ SOURCES = sorted(PACKAGE.rglob("*.py"))
 OPTIONAL = ("matplotlib", "IPython", "tensorboard", "torch.utils.tensorboard", "wandb", "mlflow",
             "transformers", "datasets", "onnx", "onnxruntime", "onnxscript", "safetensors", "scipy")
 # required, but slow to import and not needed by ``import kerastorch``: imported on first use
-# (kerastorch.metric_classes subclasses torchmetrics; kerastorch.experiments loads pandas)
+# (kerastorch.metric_classes subclasses torchmetrics; kerastorch.experiments loads pandas;
+# torch.distributed.checkpoint only loads weights back into FSDP2 shards)
 ON_FIRST_USE = ("torchmetrics", "pandas", "accelerate", "kerastorch.metric_classes",
-                "kerastorch.experiments")
+                "kerastorch.experiments", "torch.distributed.checkpoint")
 
 
 def _module(path: Path) -> str:
