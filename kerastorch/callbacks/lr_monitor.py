@@ -60,6 +60,8 @@ class LearningRateMonitor(Callback):
         if optimizer is None:
             raise ValueError("LearningRateMonitor needs model.optimizer; the model it was given "
                              f"({type(self.model).__name__}) has none")
+        if self.records and self.records[-1]["epoch"] == epoch:
+            return  # resumed inside this epoch: its row, with the rates it began with, is kept
         row = {"epoch": epoch}
         for i, group in enumerate(optimizer.param_groups):
             name = group["name"] if isinstance(group.get("name"), str) else f"group{i}"

@@ -58,3 +58,21 @@ def test_misuse():
     monitor.set_model(object())
     with pytest.raises(ValueError, match="needs model.optimizer"):
         monitor.on_epoch_begin(1)
+
+
+def test_an_epoch_resumed_inside_keeps_its_one_row_with_the_rates_it_began_with():
+    model = _two_group_model()
+    monitor = LearningRateMonitor()
+    monitor.set_model(model)
+    monitor.on_fit_begin()
+    monitor.on_epoch_begin(1)
+    saved = monitor.state_dict()  # a mid-epoch state of epoch 1
+    model.optimizer.param_groups[0]["lr"] = 0.7  # a per-step schedule moved on meanwhile
+    resumed = LearningRateMonitor()
+    resumed.set_model(model)
+    resumed.on_fit_begin()
+    resumed.load_state_dict(saved)
+    resumed.on_epoch_begin(1, {"resumed_batches": 3})
+    resumed.on_epoch_begin(2)
+    assert [r["epoch"] for r in resumed.records] == [1, 2]
+    assert [r["lr_group0"] for r in resumed.records] == [0.1, 0.7]
