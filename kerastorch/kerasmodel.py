@@ -378,9 +378,10 @@ class KerasModel:
         state_path, resume_path = state_paths(ckpt_path, state_path, resume, save_state_every)
         save_state_every_steps = check_steps("save_state_every_steps", save_state_every_steps)
         if save_state_every_steps is not None and state_path is None:
-            raise ValueError("save_state_every_steps needs a file for the state: pass "
-                             "state_path= (or a ckpt_path); received ckpt_path=None and "
-                             "state_path=None")
+            raise ValueError("save_state_every_steps needs a file for the state: a state_path "
+                             "(or a ckpt_path) and save_state_every >= 1; received "
+                             f"ckpt_path={ckpt_path!r}, state_path={arguments['state_path']!r}, "
+                             f"save_state_every={save_state_every!r}")
         for name, path in (("ckpt_path", ckpt_path), ("state_path", state_path)):
             if path is not None:
                 check_writable(path, name)
