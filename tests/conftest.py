@@ -122,3 +122,21 @@ class EpochWeights(nn.Module):
 
     def forward(self, x):
         return self.fc(x)
+
+
+@pytest.fixture(scope="session")
+def ddp_script_run(tmp_path_factory):
+    """tests/scripts/ddp_script.py under ``torchrun --nproc_per_node 2``, run once for the
+    session (test_distributed and test_fit_ddp both compare against it): its output folder."""
+    import os
+    import subprocess
+    import sys
+
+    scripts = os.path.join(os.path.dirname(__file__), "scripts")
+    out = tmp_path_factory.mktemp("ddp")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": scripts}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", os.path.join(scripts, "ddp_script.py"),
+                           str(out)], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out

@@ -24,10 +24,8 @@ def _torchrun(out, *args, timeout=180):
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    proc = _torchrun(out)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def ddp_run(ddp_script_run):
+    out = ddp_script_run  # run once per session (conftest), shared with test_fit_ddp
     ranks = [json.loads((out / f"rank{k}.json").read_text()) for k in range(2)]
     return out, ranks
 

@@ -108,16 +108,11 @@ def kernel_env(tmp_path, monkeypatch):
     return kernel_tmp
 
 
-@pytest.fixture(scope="module")
-def torchrun_reference(tmp_path_factory):
-    """ddp_script.py under torchrun: the same training, launched the usual way."""
-    out = tmp_path_factory.mktemp("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPTS)}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", str(SCRIPTS / "ddp_script.py"), str(out)],
-                          env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
+@pytest.fixture
+def torchrun_reference(ddp_script_run):
+    """ddp_script.py under torchrun (conftest, once per session): the same training,
+    launched the usual way."""
+    return ddp_script_run
 
 
 @needs_fork
