@@ -13,6 +13,10 @@ the epoch, so its share is included):
   net, backward, the optimizer, Accelerate's contexts, torchmetrics, tqdm), with
   the cumulative time per step of those calls.
 
+A third fit is profiled from the call to ``fit`` to the net's first training
+forward pass (time to first batch): the functions with the largest cumulative
+time there, in ms.
+
 cProfile adds a few microseconds to every Python call, so the profiled figures
 are inflated, small frequent functions most; compare them between runs of this
 script, not with the plain epoch. A new line in ``own``, or a function whose
@@ -35,11 +39,11 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import overhead  # noqa: E402 - the workloads and loaders of the overhead benchmark
+import overhead  # the workloads and loaders of the overhead benchmark
 
-import kerastorch  # noqa: E402
-from kerastorch import KerasModel, ProgressBar  # noqa: E402
-from kerastorch.callbacks import Callback  # noqa: E402
+import kerastorch
+from kerastorch import KerasModel, ProgressBar
+from kerastorch.callbacks import Callback
 
 PACKAGE = os.path.dirname(os.path.abspath(kerastorch.__file__)) + os.sep
 
@@ -62,14 +66,17 @@ class EpochSwitch(Callback):
             self.action("end", self.count)
 
 
-def profile_fit(work: dict, path: str) -> tuple[pstats.Stats, dict]:
-    """Fit three epochs; time the second, profile the third."""
+def _model_and_data(work: dict, path: str) -> tuple:
     net, optimizer, loss_fn, metric = overhead.fresh(work)
     model = KerasModel(net, loss_fn, metrics_dict={"acc": metric}, optimizer=optimizer)
     if path == "fast":
-        train, val = (work["x"], work["y"]), (work["val_x"], work["val_y"])
-    else:
-        train, val = overhead.make_loader(work), overhead.val_loader(work)
+        return net, model, (work["x"], work["y"]), (work["val_x"], work["val_y"])
+    return net, model, overhead.make_loader(work), overhead.val_loader(work)
+
+
+def profile_fit(work: dict, path: str) -> tuple[pstats.Stats, dict]:
+    """Fit three epochs; time the second, profile the third."""
+    _net, model, train, val = _model_and_data(work, path)
     # CPU time of this thread: on a shared machine, wall time would charge whatever
     # function was running when the process lost its core
     profiler, marks = cProfile.Profile(time.thread_time), {}
@@ -90,6 +97,36 @@ def profile_fit(work: dict, path: str) -> tuple[pstats.Stats, dict]:
             "profiled_epoch_cpu_us_per_step":
                 (marks[("end", 3)] - marks[("begin", 3)]) / steps * 1e6}
     return pstats.Stats(profiler), info
+
+
+def profile_setup(work: dict, path: str) -> tuple[pstats.Stats, float]:
+    """Profile one fit from its call to the net's first training forward pass."""
+    net, model, train, val = _model_and_data(work, path)
+    profiler = cProfile.Profile(time.thread_time)
+
+    def first_forward(module, args):
+        if module.training and torch.is_grad_enabled():
+            profiler.disable()
+            handle.remove()
+
+    handle = net.register_forward_pre_hook(first_forward)
+    start = time.thread_time()
+    profiler.enable()
+    model.fit(train, val, epochs=1, batch_size=work["batch_size"], shuffle=True,
+              ckpt_path=None, quiet=True, callbacks=[ProgressBar(file=overhead.SINK)],
+              fast_data=path == "fast")
+    stats = pstats.Stats(profiler)
+    return stats, max(row[3] for row in stats.stats.values()) if stats.stats else \
+        time.thread_time() - start
+
+
+def print_setup(stats: pstats.Stats, total_s: float, top: int) -> None:
+    rows = sorted(stats.stats.items(), key=lambda item: -item[1][3])
+    print(f"time to first batch, profiled: {total_s * 1e3:.1f} ms CPU; the top {top} "
+          f"functions by cumulative time")
+    print(f"{'cum ms':>8} {'self ms':>8} {'calls':>6}  function")
+    for func, (_cc, calls, self_s, cum_s, _callers) in rows[:top]:
+        print(f"{cum_s * 1e3:8.2f} {self_s * 1e3:8.2f} {calls:6d}  {_name(func)}")
 
 
 def _name(func: tuple) -> str:
@@ -182,6 +219,10 @@ def main(argv=None) -> list:
             for record in [{"kind": "epoch", **info}, *records]:
                 print(json.dumps(record), flush=True)
             print_report(info, records, args.top)
+            setup, total_s = profile_setup(work, path)
+            print(json.dumps({"kind": "setup", "workload": name, "path": path,
+                              "ttfb_cpu_ms_profiled": total_s * 1e3}), flush=True)
+            print_setup(setup, total_s, args.top)
             all_records += [{"kind": "epoch", **info}, *records]
     return all_records
 
