@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Mapping
 from typing import Any, Optional, Sequence, Tuple
@@ -9,7 +10,7 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 
 from . import diagnostics
-from .accelerate_compat import bare_optimizer
+from .accelerate_compat import bare_optimizer, needs_accumulate, needs_autocast, plain_backward
 from .batches import (LABEL_KEYS, SAMPLE_WEIGHT_KEY, call_net, describe_keys, map_tensors,
                       plain,
                       predictions_view, split_mapping, structure_len)
@@ -113,6 +114,15 @@ class StepRunner:
         self.skipped_steps = 0
         self.scheduler = SchedulerStepper(lr_scheduler, lr_scheduler_interval)
         self._bare_optimizer = bare_optimizer(optimizer)
+        # Accelerate's per-step calls that would do nothing here are skipped (see
+        # accelerate_compat): autocast without mixed precision, backward's division by 1,
+        # gathering in one process
+        self._autocast = accelerator.autocast if needs_autocast(accelerator) \
+            else contextlib.nullcontext
+        self._backward = torch.Tensor.backward if plain_backward(accelerator) \
+            else accelerator.backward
+        self._gather = accelerator.gather_for_metrics if accelerator.num_processes > 1 \
+            else _same
         self.batch_size = 1
         self.loss_parts: dict = {}
         self.example_inputs: Any = None
@@ -199,7 +209,7 @@ class StepRunner:
         """
         acc = self.accelerator
         first = not self._first_batch_checked
-        with acc.autocast():
+        with self._autocast():
             preds = self.forward(inputs)
             if self._first_batch_checked:
                 loss = self._loss(preds, labels, sample_weight)
@@ -213,7 +223,7 @@ class StepRunner:
         if first:
             # a metric that fails on these outputs must fail before any weight changes
             self.update_metrics(preds, labels)
-        acc.backward(loss)
+        self._backward(loss)
         if self.max_grad_norm is not None and acc.sync_gradients:
             # accelerate unscales fp16 gradients before measuring the norm
             acc.clip_grad_norm_(self.net.parameters(), self.max_grad_norm)
@@ -221,7 +231,8 @@ class StepRunner:
             self.optimizer.step()
         elif acc.sync_gradients:
             self._bare_optimizer.step()
-        self.scheduler.after_optimizer_step(acc)
+        if self.scheduler.per_step:
+            self.scheduler.after_optimizer_step(acc)
         if self._bare_optimizer is None:
             self.optimizer.zero_grad()
         elif acc.sync_gradients:
@@ -234,22 +245,20 @@ class StepRunner:
     def val_step(self, inputs, labels, sample_weight=None):
         """Forward and loss without gradients on the batch gathered from all processes;
         updates the metrics and returns the step logs, as :meth:`train_step`."""
-        acc = self.accelerator
         with torch.no_grad():
-            with acc.autocast():
+            with self._autocast():
                 preds = plain(self.forward(inputs))
             if self.loss_fn is None:
                 loss, preds, labels = self._gathered_own_loss(preds, labels, sample_weight)
             else:
                 # every process gets the whole batch, so loss and metrics need no later sync
                 if sample_weight is None:
-                    preds, labels = acc.gather_for_metrics((preds, labels))
+                    preds, labels = self._gather((preds, labels))
                 else:
-                    preds, labels, sample_weight = acc.gather_for_metrics(
-                        (preds, labels, sample_weight))
+                    preds, labels, sample_weight = self._gather((preds, labels, sample_weight))
                 if not self._first_batch_checked:
                     self._check_batch_sizes(preds, labels)  # before the loss trips over them
-                with acc.autocast():
+                with self._autocast():
                     loss = self._loss(preds, labels, sample_weight)
         if not self._first_batch_checked:
             self._check_first_batch(preds, labels, loss)
@@ -426,7 +435,8 @@ class EpochRunner:
         step_runner, stage = self.step_runner, self.stage
         step_runner.net.train(stage == "train")
         hook_begin, hook_end = self._batch_hooks()
-        accumulate = step_runner.accelerator.accumulate if stage == "train" else None
+        accumulate = step_runner.accelerator.accumulate \
+            if stage == "train" and needs_accumulate(step_runner.accelerator) else None
         after_step = self.after_step
         sums: dict = {}
         count, steps = 0, 0  # count becomes a device tensor when steps weigh by sample weights
@@ -507,4 +517,9 @@ def _accumulate(sums: dict, key: str, value: Any, n: int) -> None:
 def _to_float(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.detach().cpu().tolist()
+    return value
+
+
+def _same(value: Any) -> Any:
+    """What ``gather_for_metrics`` returns in one process: its argument."""
     return value
