@@ -35,7 +35,7 @@ def run(work: dict, epochs: int, with_ema: bool) -> dict:
     """One fit; the CPU seconds of each epoch and the final loss."""
     net, optimizer, loss_fn, _ = overhead.fresh(work)
     model = KerasModel(net, loss_fn, optimizer=optimizer)
-    marks: list = []
+    marks = overhead.EpochMarks()
     callbacks = [overhead.EpochClock(marks, "begin")]
     ema = EMA(decay=0.999, validate_with_ema=False) if with_ema else None
     if ema is not None:
@@ -43,7 +43,7 @@ def run(work: dict, epochs: int, with_ema: bool) -> dict:
     callbacks.append(overhead.EpochClock(marks, "end"))
     history = model.fit((work["x"], work["y"]), epochs=epochs, batch_size=work["batch_size"],
                         ckpt_path=None, quiet=True, callbacks=callbacks)
-    cpu = [end[1] - begin[1] for begin, end in zip(marks[0::2], marks[1::2])]
+    cpu = [end[1] - begin[1] for begin, end in zip(marks.begins, marks.ends)]
     return {"epoch_cpu": cpu, "final_loss": float(history["train_loss"].iloc[-1]),
             "steps": ema.optimizer_steps if ema is not None else None}
 

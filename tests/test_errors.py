@@ -38,7 +38,7 @@ def _model(**kwargs):
         (dict(monitor="train_auc"), ValueError, r"monitor 'train_auc'.*available"),
         (dict(mode="maximum"), ValueError, r"mode must be one of 'min', 'max'; received 'maximum'"),
         (dict(mixed_precision="fp8"), ValueError,
-         r"mixed_precision must be one of 'no', 'fp16', 'bf16'; received 'fp8'"),
+         r"mixed_precision must be None or one of 'no', 'fp16', 'bf16'; received 'fp8'"),
         (dict(epochs=0), ValueError, r"epochs must be an int >= 1; received 0"),
         (dict(epochs=2.5), ValueError, r"epochs must be an int >= 1; received 2.5"),
         (dict(gradient_accumulation_steps=0), ValueError, r"gradient_accumulation_steps"),
