@@ -256,6 +256,23 @@ def test_one_process_is_a_plain_fit():
 
 # -- errors in the processes ----------------------------------------------------------
 
+def _in_a_fresh_interpreter(request) -> bool:
+    """Run this test again in a new pytest process (True: done there, passed).
+
+    These tests fork from the test process itself. Late in a full suite that process
+    has computed with several threads and started and ended process groups, and
+    children forked from it have hung; a fresh interpreter starts as a notebook does,
+    and the timeout turns any hang into a failure."""
+    if os.environ.get("KERASTORCH_FRESH_TEST") == "1":
+        return False
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid],
+        env={**os.environ, "KERASTORCH_FRESH_TEST": "1"}, cwd=str(request.config.rootpath),
+        capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return True
+
+
 def _fails_on_rank_1(preds, labels):
     if os.environ.get("RANK") == "1":
         raise ValueError("injected failure on rank 1")
@@ -279,7 +296,9 @@ def _raises_own_type(preds, labels):
      None),
 ])
 def test_an_exception_in_a_process_is_raised_here_with_its_message(
-        monkeypatch, tmp_path, loss_fn, fit_kwargs, error, message, rank):
+        request, monkeypatch, tmp_path, loss_fn, fit_kwargs, error, message, rank):
+    if _in_a_fresh_interpreter(request):
+        return
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     handler = signal.getsignal(signal.SIGINT)
     model = KerasModel(nn.Linear(4, 2), loss_fn)
@@ -304,7 +323,9 @@ def _interrupts_the_notebook(preds, labels):
 
 
 @needs_fork
-def test_ctrl_c_stops_the_processes_and_leaves_the_model_unchanged():
+def test_ctrl_c_stops_the_processes_and_leaves_the_model_unchanged(request):
+    if _in_a_fresh_interpreter(request):
+        return
     handler = signal.getsignal(signal.SIGINT)
     model = KerasModel(nn.Linear(4, 2), _interrupts_the_notebook)
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
