@@ -126,7 +126,8 @@ def check_fit_args(epochs, mixed_precision, grad_accum, max_grad_norm) -> None:
         raise ValueError(f"mixed_precision must be None or one of 'no', 'fp16', 'bf16'; "
                          f"received {mixed_precision!r}")
     if not isinstance(grad_accum, int) or isinstance(grad_accum, bool) or grad_accum < 1:
-        raise ValueError(f"gradient_accumulation_steps must be an int >= 1; received {grad_accum!r}")
+        raise ValueError(f"gradient_accumulation_steps must be an int >= 1; received "
+                         f"{grad_accum!r}")
     if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float))
                                           and max_grad_norm > 0):
         raise ValueError(f"max_grad_norm must be None or a number > 0; received {max_grad_norm!r}")
@@ -259,7 +260,7 @@ def check_label_keys(label_keys) -> tuple:
 
 
 def check_steps(name: str, value) -> Optional[int]:
-    """None or an int >= 1, for ``steps_per_epoch``/``validation_steps``/``validation_batch_size``."""
+    """None or an int >= 1, for ``steps_per_epoch``, ``validation_steps`` and the like."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -323,5 +324,6 @@ def check_optimizer_params(optimizer, net, loss_fn) -> None:
 
 def check_subclass(cls, base: type, what: str) -> type:
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise TypeError(f"{what} must be a subclass of kerastorch.{base.__name__}; received {cls!r}")
+        raise TypeError(f"{what} must be a subclass of kerastorch.{base.__name__}; "
+                        f"received {cls!r}")
     return cls

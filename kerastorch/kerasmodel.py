@@ -20,12 +20,11 @@ from .callbacks.progress import ProgressBar
 from .callbacks.run_directory import RunDirectory
 from .callbacks.wandb_logger import WandbLogger
 from .batches import LABEL_KEYS, concat_outputs, map_tensors
-from .checks import (check_accelerator, check_bool, check_callbacks, check_fit_args, check_initial_epoch,
-                     check_label_keys, check_loss_fn, check_metrics, check_mode, check_monitor,
-                     check_steps,
-                     check_net, check_optimizer, check_path, check_patience, check_subclass,
-                     check_validation_freq, loss_modules, monitor_message, reject_unknown,
-                     state_paths)
+from .checks import (check_accelerator, check_bool, check_callbacks, check_fit_args,
+                     check_initial_epoch, check_label_keys, check_loss_fn, check_metrics,
+                     check_mode, check_monitor, check_net, check_optimizer, check_path,
+                     check_patience, check_steps, check_subclass, check_validation_freq,
+                     loss_modules, monitor_message, reject_unknown, state_paths)
 from .data import (FirstBatches, StepsPerEpoch, arrays_dataset, arrays_len, as_dataloader,
                    check_sample_weights, device_loader, fast_loader, is_array_pair, is_arrays,
                    is_weighted_arrays, keras_xy, loader_length, resume_epoch,
