@@ -140,3 +140,19 @@ def ddp_script_run(tmp_path_factory):
                            str(out)], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
+
+
+def register_this_python_kernel(tmp_path, monkeypatch) -> str:
+    """A kernelspec named python3 that starts *this* interpreter, first on JUPYTER_PATH, so
+    a notebook run through nbclient uses the virtualenv the tests run in (where kerastorch is
+    installed), whatever kernels the user or the system registered. Returns its name."""
+    import json
+    import sys
+
+    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (tests)", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return "python3"

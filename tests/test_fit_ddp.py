@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import register_this_python_kernel
 import torch
 from torch import nn
 
@@ -95,12 +96,7 @@ print(json.dumps({"example": example_history.to_dict(orient="list"),
 @pytest.fixture
 def kernel_env(tmp_path, monkeypatch):
     """A kernelspec named python3 that starts this interpreter, and the kernel's own TMPDIR."""
-    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (tests)", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    register_this_python_kernel(tmp_path, monkeypatch)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the notebook computes in parallel
     kernel_tmp = tmp_path / "kernel-tmp"
     kernel_tmp.mkdir()

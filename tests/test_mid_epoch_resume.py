@@ -21,7 +21,7 @@ from kerastorch.state import load_training_state
 
 HERE = os.path.join(os.path.dirname(__file__), "scripts")
 sys.path.insert(0, HERE)
-from mid_epoch_script import EVERY, BatchCount, fit  # noqa: E402
+from mid_epoch_script import EVERY, BatchCount, Crash, CrashAt, fit  # noqa: E402
 
 CASES = ["fast", "workers0", "workers2"]
 BATCHES = 10  # per epoch: 80 samples in batches of 8
@@ -128,22 +128,6 @@ def test_two_processes_killed_inside_an_epoch_resume_exactly_also_on_the_sharded
 
 
 # -- in one process: the combinations, with a crash raised from a callback ---------------
-
-class Crash(BaseException):
-    """Not an Exception nor a KeyboardInterrupt: fit lets it through, as a kill would."""
-
-
-class CrashAt(Callback):
-    def __init__(self, epoch, step):
-        self.at, self.epoch = (epoch, step), None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, step, logs=None):
-        if (self.epoch, step) == self.at:
-            raise Crash
-
 
 def _model(seed=0):
     torch.manual_seed(seed)

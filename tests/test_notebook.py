@@ -2,12 +2,12 @@
 
 import base64
 import io
-import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import register_this_python_kernel
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -23,15 +23,10 @@ def this_python_kernel(tmp_path, monkeypatch):
     Whatever kernels a user or the system has registered, the notebook then runs with the
     virtualenv the tests run in (where kerastorch is installed).
     """
-    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (tests)", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    name = register_this_python_kernel(tmp_path, monkeypatch)
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own inline backend
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return "python3"
+    return name
 
 
 def _outputs(cell, kind):
