@@ -1,12 +1,14 @@
 """Run under torchrun by test_sharded_weights.py: the sharded-weights code path on DDP.
 
-    sharded_script.py OUT [--sharded]
+    sharded_script.py OUT
 
-On this CPU machine Accelerate turns FSDP into DDP, so ``--sharded`` forces
-``KerasModel.is_sharded`` and wraps ``Accelerator.get_state_dict`` in a real
-collective (an all_reduce counting the gatherings): a process that skipped a
-gathering the others joined would hang, as under FSDP. Each rank writes
-<out>/rank<k>.json; the checkpoint files come from rank 0.
+Two fits in the same processes: a plain DDP one into OUT/plain, then one into
+OUT/sharded with the sharded path forced. On this CPU machine Accelerate turns FSDP
+into DDP, so that fit forces ``KerasModel.is_sharded`` and wraps
+``Accelerator.get_state_dict`` in a real collective (an all_reduce counting the
+gatherings): a process that skipped a gathering the others joined would hang, as
+under FSDP. Each rank writes <folder>/rank<k>.json; the checkpoint files come from
+rank 0.
 """
 
 import json
@@ -23,6 +25,7 @@ from kerastorch import KerasModel, callbacks
 
 def main(out, sharded):
     gatherings = []
+    os.makedirs(out, exist_ok=True)
     if sharded:
         KerasModel.is_sharded = property(lambda self: self.accelerator is not None)
 
@@ -63,4 +66,5 @@ def main(out, sharded):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], "--sharded" in sys.argv)
+    main(os.path.join(sys.argv[1], "plain"), sharded=False)
+    main(os.path.join(sys.argv[1], "sharded"), sharded=True)
