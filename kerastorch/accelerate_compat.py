@@ -161,8 +161,11 @@ def needs_accumulate(accelerator: Any) -> bool:
     """Whether ``accelerator.accumulate(net)`` does anything for a training step.
 
     Works around: in one plain process without accumulation it only counts steps and
-    sets ``sync_gradients`` to True, which it already is (about 5 us per step).
+    sets ``sync_gradients`` to True, which it already is (about 5 us per step); when it
+    is not (Accelerate's process-wide state kept from an earlier, accumulating fit), the
+    call is kept, and sets it.
     """
     return not (accelerator.gradient_accumulation_steps == 1
                 and accelerator.num_processes == 1
-                and accelerator.distributed_type == "NO")
+                and accelerator.distributed_type == "NO"
+                and accelerator.sync_gradients)  # a state another fit left mid-accumulation

@@ -106,3 +106,18 @@ def test_mixed_precision_value_is_checked():
     X, y = _data()
     with pytest.raises(ValueError, match="mixed_precision must be None or one of"):
         _model().fit((X, y), epochs=1, ckpt_path=None, quiet=True, mixed_precision="fp8x")
+
+
+def test_a_new_accelerator_after_a_fit_stopped_mid_accumulation_still_steps():
+    """Accelerate keeps its gradient state process-wide: a fit that ended inside an
+    accumulation leaves sync_gradients False, which a plain Accelerator built next
+    inherits. The step must still update the weights (the accumulate call is kept then)."""
+    X, y = _data()
+    model = _model()
+    model.fit((X, y), epochs=1, steps_per_epoch=2, batch_size=8, gradient_accumulation_steps=3,
+              ckpt_path=None, quiet=True)
+    acc = Accelerator(cpu=True)
+    assert acc.sync_gradients is False and acc.gradient_accumulation_steps == 1
+    before = model.net.weight.detach().clone()
+    model.fit((X, y), epochs=1, batch_size=8, ckpt_path=None, quiet=True, accelerator=acc)
+    assert not torch.equal(before, model.net.weight)
