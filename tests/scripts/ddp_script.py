@@ -56,7 +56,18 @@ def main(out, epochs=3, resume=False, crash=False):
     if rank == 0:
         torch.save(model.net.state_dict(), os.path.join(out, "final.pt"))
     # a clean gloo shutdown: exiting with the process group alive can abort in C++ teardown
-    model.accelerator.end_training()
+    leave(model.accelerator)
+
+
+def leave(accelerator):
+    """End a torchrun worker whose results are written: a clean gloo shutdown, then an
+    exit that skips the interpreter's and C++'s teardown, where gloo's threads can still
+    abort the process ("terminate called without an active exception") after all the
+    work is done, failing the launch."""
+    accelerator.end_training()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ddp_script import data
+from ddp_script import data, leave
 from kerastorch import KerasModel
 
 # what the launchers set, recorded to show who ran what
@@ -60,7 +60,7 @@ def main(out, tag, explicit=False, batch_size=8, shuffle=True, launcher=None):
     if acc.is_main_process:
         torch.save(model.net.state_dict(), os.path.join(out, f"{tag}-final.pt"))
     # a clean gloo shutdown: exiting with the process group alive can abort in C++ teardown
-    acc.end_training()
+    leave(acc)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import torchmetrics
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ddp_script import leave
 from kerastorch import KerasModel
 from kerastorch.callbacks import Callback
 
@@ -214,8 +215,7 @@ def main(args):
                                  callbacks=[counter, saves], resume=True,
                                  save_state_every_steps=EVERY[case])
         _write(out, "resumed_sharded", model, history, counter, saves)
-        # a clean gloo shutdown: exiting with the process group alive can abort in teardown
-        model.accelerator.end_training()
+        leave(model.accelerator)  # a clean gloo shutdown, then no teardown to abort in
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ddp_script import leave
 from kerastorch import KerasModel
 
 N, BATCH = 13, 4  # 13 = 3*4 + 1: two processes pad the last round of batches with duplicates
@@ -114,7 +115,7 @@ def main(out):
     results["num_processes"] = model.accelerator.num_processes
     rank = model.accelerator.process_index
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    model.accelerator.end_training()
+    leave(model.accelerator)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ddp_script import leave
 from kerastorch import KerasModel, callbacks
 
 
@@ -63,8 +64,9 @@ def main(out, sharded):
                    "best_epoch": model.history.val_loss.idxmin() + 1,
                    "weights": {k: v.tolist() for k, v in model.net.state_dict().items()},
                    "top": sorted(os.path.basename(p) for p in top.best_k_models)}, f)
+    return model
 
 
 if __name__ == "__main__":
     main(os.path.join(sys.argv[1], "plain"), sharded=False)
-    main(os.path.join(sys.argv[1], "sharded"), sharded=True)
+    leave(main(os.path.join(sys.argv[1], "sharded"), sharded=True).accelerator)
