@@ -229,6 +229,20 @@ def cpu_state_dict(net: torch.nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
 
 
+def net_weights(model) -> dict:
+    """The net's weights on the CPU: ``model.full_state_dict()``, which gathers a sharded
+    net's weights (every process must call it then), or a copy of
+    ``model.unwrapped_net.state_dict()`` for a stand-in model without that method."""
+    full = getattr(model, "full_state_dict", None)
+    return full() if full is not None else cpu_state_dict(model.unwrapped_net)
+
+
+def is_sharded(model) -> bool:
+    """Whether reading ``model``'s weights is a collective (FSDP, DeepSpeed); False for a
+    stand-in model without ``is_sharded``."""
+    return bool(getattr(model, "is_sharded", False))
+
+
 def check_writable(path: str, what: str = "ckpt_path") -> None:
     """Fail before training when ``path``'s directory cannot be created or written."""
     directory = os.path.dirname(os.path.abspath(os.fspath(path)))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .accelerate_compat import loader_generator
-from .files import atomic_save, load_weights_only
+from .files import atomic_save, is_sharded, load_weights_only, net_weights
 from .userwarn import warn_user
 
 __all__ = ["get_rng_state", "set_rng_state", "loader_rng_state", "set_loader_rng_state",
@@ -190,8 +190,8 @@ def save_fit_state(model, path: str, epoch: int, callbacks, train_dl, *,
                               "lr": step_states.lr}
         own.update(step_states.rank_progress(*progress))
     net, optimizer = model.unwrapped_net, model.optimizer
-    if _is_sharded(model):  # collectives: every process takes part
-        net, optimizer = _net_weights(model), None
+    if is_sharded(model):  # collectives: every process takes part
+        net, optimizer = net_weights(model), None
         extra["shards"] = _save_shards(acc, path, f"epoch{epoch}" if progress is None
                                        else f"epoch{epoch}-step{step_states.optimizer_steps}")
     # every rank's RNG (and epoch progress) goes into rank 0's one file
@@ -211,19 +211,6 @@ def save_fit_state(model, path: str, epoch: int, callbacks, train_dl, *,
 def shards_folder(path: str) -> str:
     """Where the net and optimizer shards of the state file ``path`` are saved."""
     return f"{path}.accelerate"
-
-
-def _is_sharded(model) -> bool:
-    """``model.is_sharded`` (FSDP, DeepSpeed), False for a stand-in model without it."""
-    return bool(getattr(model, "is_sharded", False))
-
-
-def _net_weights(model) -> dict:
-    """The whole net's weights: ``model.full_state_dict()`` gathers a sharded net's."""
-    full = getattr(model, "full_state_dict", None)
-    if full is None:
-        return {k: v.detach().cpu().clone() for k, v in model.unwrapped_net.state_dict().items()}
-    return full()
 
 
 def _save_shards(acc, path: str, tag: str) -> str:
@@ -261,7 +248,7 @@ def load_fit_state(model, path: str, callbacks, train_dl, *, epoch_runner=None,
     own = ranks[min(rank, len(ranks) - 1)]
     if "mid_epoch" in extra:  # before anything changes
         _check_mid_epoch(extra, own, len(ranks), acc.num_processes, train_dl)
-    if ("shards" in extra) != _is_sharded(model):
+    if ("shards" in extra) != is_sharded(model):
         raise ValueError(f"resume: {path!r} was saved from a {'' if 'shards' in extra else 'not '}"
                          "sharded net (FSDP or DeepSpeed); resume under the same setup")
     _load_training_objects(model, state, callbacks, path)

@@ -7,8 +7,8 @@ import os
 import string
 from typing import Optional, Union
 
-from ..files import atomic_save
-from .monitor import MonitorCallback, is_sharded, net_weights
+from ..files import atomic_save, is_sharded, net_weights
+from .monitor import MonitorCallback
 
 __all__ = ["ModelCheckpoint"]
 

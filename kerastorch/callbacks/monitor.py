@@ -6,7 +6,7 @@ import math
 from typing import Optional
 
 from ..checks import check_mode, check_monitor
-from ..files import cpu_state_dict
+from ..files import net_weights
 from .base import Callback
 
 __all__ = ["MonitorCallback"]
@@ -118,16 +118,3 @@ class MonitorCallback(Callback):
                             if k.endswith("_loss") and isinstance(v, float)
                             and (validated or not k.startswith("val_")))
         return score if losses_finite and math.isfinite(score) else None
-
-
-def net_weights(model) -> dict:
-    """The net's weights on the CPU: ``model.full_state_dict()``, which gathers a sharded
-    net's weights (every process must call it then), or a copy of
-    ``model.unwrapped_net.state_dict()`` for a stand-in model without that method."""
-    full = getattr(model, "full_state_dict", None)
-    return full() if full is not None else cpu_state_dict(model.unwrapped_net)
-
-
-def is_sharded(model) -> bool:
-    """Whether reading ``model``'s weights is a collective (FSDP, DeepSpeed)."""
-    return bool(getattr(model, "is_sharded", False))
